@@ -1,0 +1,24 @@
+"""Engine adapters: stack -> deployment. One module per engine supplies its own parallel flags."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from pytest_infer.deployment import Deployment
+from pytest_infer.engines.base import Placement, build, checkpoint_of
+from pytest_infer.matrix import Matrix
+from pytest_infer.space import Stack
+
+
+def adapter(engine: str) -> ModuleType:
+    return importlib.import_module(f"pytest_infer.engines.{engine}")
+
+
+def deployment_for(matrix: Matrix, stack: Stack, model: str, placement: Placement,
+                   local_models: dict[str, str] | None = None) -> Deployment:
+    """The deployment of `stack`; `local_models` maps a built model's name to its directory."""
+    ckpt = checkpoint_of(matrix, stack, model)
+    path = (local_models or {}).get(ckpt, ckpt)
+    return build(matrix, matrix.engines[stack.engine], stack, model, path, placement,
+                 adapter(stack.engine).parallel_flags)

@@ -1,0 +1,264 @@
+"""Typed view of matrices/*.yaml: GPU kinds, optimizations, models, engines, known-broken stacks.
+
+Every file is validated by a pydantic model; a bad file raises `MatrixError` with one line naming the
+file and the key, which the plugin turns into a usage error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Vendor = Literal["amd", "nvidia", "cpu"]
+
+
+class MatrixError(Exception):
+    """A matrices/ file is missing, not YAML, or does not fit its schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuKind(_Strict):
+    vendor: Vendor
+    arch: str
+    memory_gb: float | None = Field(description="memory per device; None for host memory")
+    gpus_per_node: int = Field(ge=1)
+    scale_up_domain: int = Field(ge=1)
+    fp4: bool
+
+
+class GpusFile(_Strict):
+    gpus: dict[str, GpuKind]
+
+
+class Optimization(_Strict):
+    summary: str
+    precision: str | None = None  # switches the checkpoint (fp4) instead of adding flags only
+    requires: list[str] = []  # GPU capabilities (fields of GpuKind that must be true)
+
+
+class OptimizationsFile(_Strict):
+    optimizations: dict[str, Optimization]
+
+    @model_validator(mode="after")
+    def _names(self) -> OptimizationsFile:
+        for name in self.optimizations:
+            if not name.replace("-", "").replace("_", "").isalnum() or name == "base":
+                raise ValueError(f"optimization name {name!r} must be alphanumeric (and not 'base')")
+        return self
+
+
+class Model(_Strict):
+    checkpoints: dict[str, dict[str, str]]  # precision -> vendor (or "default") -> checkpoint
+    builder: str | None = None  # a module that builds the model locally: python -m BUILDER OUT_DIR
+    accuracy_floor: dict[str, float] = {}
+
+    def checkpoint(self, precision: str, vendor: str) -> str | None:
+        by_vendor = self.checkpoints.get(precision, {})
+        return by_vendor.get(vendor, by_vendor.get("default"))
+
+
+class GpuDefaults(_Strict):
+    model: str
+    tensor_parallel: int = Field(ge=1)
+
+
+class ModelsFile(_Strict):
+    models: dict[str, Model]
+    defaults: dict[str, GpuDefaults]
+
+
+class Fragment(_Strict):
+    """Flags and environment an engine adds for one optimization (or for every server)."""
+
+    args: list[str] = []
+    env: dict[str, str] = {}
+    params: dict[str, str] = {}  # values for ${placeholders}, overridable per vendor / GPU / role
+    server: Fragment | None = None  # extra, for a monolithic server only
+    prefill: Fragment | None = None  # extra, prefill servers only
+    decode: Fragment | None = None  # extra, decode servers only
+    by_vendor: dict[str, Fragment] = {}
+    by_gpu: dict[str, Fragment] = {}
+
+    def resolve(self, vendor: str, gpu: str, role: str) -> list[Fragment]:
+        """The pieces that apply, most general first: self, vendor, GPU, then the role's part of each."""
+        out: list[Fragment] = [self]
+        for sub in (self.by_vendor.get(vendor), self.by_gpu.get(gpu)):
+            if sub is not None:
+                out.extend(sub.resolve(vendor, gpu, role))
+        role_part = getattr(self, role, None) if role in ("server", "prefill", "decode") else None
+        if role_part is not None:
+            out.extend(role_part.resolve(vendor, gpu, role))
+        return out
+
+
+class Layout(_Strict):
+    """What an optimization changes in the shape of a deployment (beyond flags)."""
+
+    disaggregate: bool = False  # prefill + decode servers behind a router
+    data_parallel: bool = False  # ranks as data parallel replicas (expert parallel MoE) instead of TP
+    nodes: dict[str, int] = {}  # GPU kind -> nodes per server when this optimization is on
+
+
+class EngineOptimization(Fragment):
+    layout: Layout = Layout()
+
+
+class GpuSupport(_Strict):
+    unsupported: dict[str, str] = {}  # optimization -> why the engine cannot run it on this GPU
+
+
+class RouterSpec(_Strict):
+    argv: list[str]  # the adapter appends --prefill URL / --decode URL per server
+    by_vendor: dict[str, list[str]] = {}
+    health_path: str = "/health"
+
+
+class EngineFile(_Strict):
+    name: str
+    package: list[str]  # distribution names to read the installed version from, first found wins
+    serve: list[str]  # argv prefix that starts one server
+    router: RouterSpec
+    health_path: str = "/health"
+    common: Fragment = Fragment()
+    precisions: dict[str, Fragment] = {}
+    optimizations: dict[str, EngineOptimization] = {}
+    gpus: dict[str, GpuSupport]
+
+
+class KnownBroken(_Strict):
+    stack: str  # a stack expression, as for --stack: "wideep", "disagg and mtp", "fp4+disagg"
+    engine: str
+    gpus: list[str]  # GPU kind globs
+    versions: str = ""  # PEP 440 specifier of the engine version; empty: every version
+    issue: str  # upstream issue or source URL
+    failure: str  # what goes wrong, verbatim where possible
+    kind: Literal["launch", "runtime", "silent accuracy", "silent performance"]
+
+
+class KnownBrokenFile(_Strict):
+    known_broken: list[KnownBroken]
+
+
+class Thresholds(_Strict):
+    composability_tolerance: float = Field(0.05, ge=0, lt=1)
+
+
+class Workload(_Strict):
+    input_len: int = Field(ge=1)
+    output_len: int = Field(ge=1)
+    range_ratio: float = Field(0.0, ge=0, le=1)
+    concurrency: list[int]
+    prompts_per_concurrency: int = Field(10, ge=1)
+    min_prompts: int = Field(8, ge=1)
+    warmups: int = Field(2, ge=0)
+    seed: int = 0
+
+
+class WorkloadsFile(_Strict):
+    thresholds: Thresholds = Thresholds()
+    workloads: dict[str, Workload]  # GPU kind (or "default") -> workload
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _load(path: Path, schema: type[_M]) -> _M:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise MatrixError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise MatrixError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise MatrixError(f"{path}: key {key}: {err['msg']}") from None
+
+
+class Matrix:
+    """All of matrices/, cross-checked so that a name used in one file exists in the other."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.gpus = _load(root / "gpus.yaml", GpusFile).gpus
+        self.optimizations = _load(root / "optimizations.yaml", OptimizationsFile).optimizations
+        models = _load(root / "models.yaml", ModelsFile)
+        self.models, self.model_defaults = models.models, models.defaults
+        workloads = _load(root / "workloads.yaml", WorkloadsFile)
+        self.thresholds, self.workloads = workloads.thresholds, workloads.workloads
+        self.known_broken = _load(root / "known_broken.yaml", KnownBrokenFile).known_broken
+        self.engines: dict[str, EngineFile] = {}
+        for path in sorted((root / "engines").glob("*.yaml")):
+            engine = _load(path, EngineFile)
+            self.engines[engine.name] = engine
+        self._cross_check()
+
+    def _cross_check(self) -> None:
+        def need(ok: bool, file: str, key: str, msg: str) -> None:
+            if not ok:
+                raise MatrixError(f"{self.root / file}: key {key}: {msg}")
+
+        for gpu, d in self.model_defaults.items():
+            need(gpu in self.gpus, "models.yaml", f"defaults.{gpu}", "unknown GPU kind")
+            need(d.model in self.models, "models.yaml", f"defaults.{gpu}.model", f"unknown model {d.model!r}")
+        for gpu in self.gpus:
+            need(gpu in self.model_defaults, "models.yaml", f"defaults.{gpu}", "missing (every GPU kind needs one)")
+        for name, engine in self.engines.items():
+            file = f"engines/{name}.yaml"
+            for gpu in engine.gpus:
+                need(gpu in self.gpus, file, f"gpus.{gpu}", "unknown GPU kind")
+                for opt in engine.gpus[gpu].unsupported:
+                    need(opt in self.optimizations, file, f"gpus.{gpu}.unsupported.{opt}", "unknown optimization")
+            for opt in engine.optimizations:
+                need(opt in self.optimizations, file, f"optimizations.{opt}", "not in optimizations.yaml")
+            for opt in self.optimizations:
+                need(opt in engine.optimizations, file, f"optimizations.{opt}",
+                     "missing: say how this engine runs it (or mark it unsupported per GPU)")
+        for i, kb in enumerate(self.known_broken):
+            need(kb.engine in self.engines, "known_broken.yaml", f"known_broken.{i}.engine",
+                 f"unknown engine {kb.engine!r}")
+        for opt, o in self.optimizations.items():
+            for cap in o.requires:
+                need(cap in GpuKind.model_fields, "optimizations.yaml", f"optimizations.{opt}.requires",
+                     f"unknown capability {cap!r}")
+
+    def engines_for(self, gpu: str) -> list[str]:
+        return [name for name, e in self.engines.items() if gpu in e.gpus]
+
+    def workload(self, gpu: str) -> Workload:
+        return self.workloads.get(gpu) or self.workloads["default"]
+
+    def unsupported_reason(self, engine: str, gpu: str, opts: tuple[str, ...]) -> str | None:
+        kind = self.gpus[gpu]
+        for opt in opts:
+            for cap in self.optimizations[opt].requires:
+                if not getattr(kind, cap):
+                    return f"{gpu} has no {cap} support in hardware ({opt})"
+            why = self.engines[engine].gpus[gpu].unsupported.get(opt)
+            if why is not None:
+                return f"{engine} on {gpu} cannot run {opt}: {why}"
+        return None
+
+    def known_broken_for(self, engine: str, gpu: str) -> list[KnownBroken]:
+        return [kb for kb in self.known_broken
+                if kb.engine == engine and any(fnmatch.fnmatchcase(gpu, g) for g in kb.gpus)]
+
+
+def default_root() -> Path:
+    """matrices/ of a checkout, or the copy packaged inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "matrices", here.parent / "matrices"):
+        if candidate.is_dir():
+            return candidate
+    raise MatrixError(f"no matrices/ directory next to {here}")
