@@ -41,3 +41,11 @@ class Store:
             fh.write(m.model_dump_json(indent=1))
         os.replace(tmp, path)
         return path
+
+    def find(self, stack_id: str) -> Measurement | None:
+        """Any stored measurement of the stack, newest first: replay does not know the original key."""
+        found = sorted(self.root.glob(f"{stack_id}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in found:
+            if path.stem.removeprefix(stack_id + "-").isalnum():
+                return Measurement.model_validate_json(path.read_text())
+        return None

@@ -1,0 +1,164 @@
+"""measure(stack): launch the deployment once, sweep the concurrency levels, keep every level on disk.
+
+Memoized in the session and on disk (keyed by what runs: argv, env, workload, engine version, model),
+so a stack's parts are launched once however many checks read them, and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_infer.deployment import Deployment
+from pytest_infer.engines import deployment_for
+from pytest_infer.engines.base import Placement
+from pytest_infer.matrix import Matrix
+from pytest_infer.measure.load import LoadError, Target, num_prompts, run_level
+from pytest_infer.measure.results import Level, Measurement, ResultError
+from pytest_infer.measure.store import Store
+from pytest_infer.space import Stack
+
+
+class MeasurementFailed(RuntimeError):
+    """The deployment could not be measured; the message carries the reason and the log tails."""
+
+
+@dataclass
+class Runner:
+    matrix: Matrix
+    store: Store
+    run_root: Path  # per-stack working dirs (logs, KV storage) under <report-dir>/<gpu>/runs
+    model: str
+    engine_version: str
+    local_models: dict[str, str] = field(default_factory=dict)  # built model name -> directory
+    model_fingerprint: str = ""
+    launch_timeout_s: float = 900.0
+    replay: bool = False  # --results: read the store only, never launch
+    fresh: bool = False  # ignore stored measurements
+    log: Callable[[str], None] = print
+    launches: list[str] = field(default_factory=list)  # stack ids launched this session, in order
+    _cache: dict[str, Measurement] = field(default_factory=dict)
+
+    def plan(self, stack: Stack) -> Deployment:
+        return deployment_for(self.matrix, stack, self.model, Placement(run_dir=self.run_root / stack.id),
+                              self.local_models)
+
+    def key(self, stack: Stack) -> str:
+        blob = json.dumps({
+            "deployment": self.plan(stack).fingerprint(),
+            "workload": self.matrix.workload(stack.gpu).model_dump(),
+            "engine_version": self.engine_version,
+            "model": self.model_fingerprint,
+        }, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def measure(self, stack: Stack) -> Measurement:
+        """The sweep of `stack`; raises MeasurementFailed (cached for the session) when it cannot run."""
+        if stack.id not in self._cache:
+            self._cache[stack.id] = self._measure(stack)
+        m = self._cache[stack.id]
+        if m.status != "ok":
+            raise MeasurementFailed(m.error)
+        return m
+
+    def _measure(self, stack: Stack) -> Measurement:
+        key = self.key(stack)
+        if self.replay:
+            m = self.store.load(stack.id, key) or self.store.find(stack.id)
+            if m is None:
+                return self._failed_record(stack, key, f"no stored result for {stack.id} in {self.store.root}")
+            return m
+        with self.store.lock(stack.id, key):
+            m = None if self.fresh else self.store.load(stack.id, key)
+            levels = self.matrix.workload(stack.gpu).concurrency
+            if m is not None and m.status == "ok" and all(m.level(c) for c in levels):
+                self.log(f"[infer] {stack.id}: reusing stored measurement {self.store.path(stack.id, key)}")
+                return m
+            return self._launch_and_sweep(stack, key, m)
+
+    def _failed_record(self, stack: Stack, key: str, error: str) -> Measurement:
+        dep = self.plan(stack)
+        return Measurement(key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version,
+                           gpu=stack.gpu, model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus,
+                           workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
+
+    def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
+        from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
+
+        workload = self.matrix.workload(stack.gpu)
+        run_dir = self.run_root / stack.id
+        plan = self.plan(stack)
+        names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
+        sides = dict(zip(names, free_ports(len(names)), strict=True))
+        placement = Placement(ports=lambda name: ports[name], side_ports=lambda name: sides[name], run_dir=run_dir)
+        dep = deployment_for(self.matrix, stack, self.model, placement, self.local_models)
+        m = previous if previous is not None and previous.status != "failed" else Measurement(
+            key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
+            model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=workload,
+            argv={r.name: r.argv for r in plan.roles})
+        m.status, m.error = "running", ""
+        self.store.save(m)
+        self.launches.append(stack.id)
+        self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
+                 f"({dep.gpus} device(s)), logs in {run_dir}")
+        launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
+        t0 = time.monotonic()
+        try:
+            with launcher:
+                m.launch_s = time.monotonic() - t0
+                self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
+                target = Target(dep.endpoint_url, dep.served_name, dep.model)
+                for conc in workload.concurrency:
+                    if m.level(conc):
+                        continue
+                    out = run_dir / "bench" / f"conc{conc}.json"
+                    try:
+                        data = run_level(target, workload, conc, out)
+                        level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
+                    except (LoadError, ResultError) as exc:
+                        launcher.check_alive()
+                        raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
+                    if not level.ok:
+                        raise MeasurementFailed(
+                            f"concurrency {conc}: {level.failed} failed and {level.completed} completed of "
+                            f"{num_prompts(workload, conc)} requests ({out})\n{_server_tails(launcher, dep)}")
+                    m.levels.append(level)
+                    self.store.save(m)
+                    self.log(f"[infer] {stack.id}: c={conc} {level.per_gpu_throughput:.0f} tok/s/device at "
+                             f"{level.interactivity:.1f} tok/s/user")
+                    launcher.check_alive()
+            m.status = "ok"
+        except (LaunchError, MeasurementFailed) as exc:
+            causes = root_causes(run_dir / "logs")
+            m.status, m.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
+        self.store.save(m)
+        return m
+
+
+_GENERIC = ("Engine core initialization failed", "Worker failed with error", "EngineCore encountered",
+            "APIServer", "see root cause")
+
+
+def root_causes(log_dir: Path, limit: int = 2) -> str:
+    """The first distinct exception lines in the role logs: vLLM buries the cause above its wrappers."""
+    import re
+
+    found: list[str] = []
+    for log in sorted(log_dir.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            hit = re.search(r"\b(\w+(?:Error|Exception)): (.+)$", line)
+            if hit and not any(g in line for g in _GENERIC):
+                text = f"{hit.group(1)}: {hit.group(2).strip()}"
+                if text not in found:
+                    found.append(text)
+    return " | ".join(found[:limit])
+
+
+def _server_tails(launcher: object, dep: Deployment, n: int = 15) -> str:
+    tail = getattr(launcher, "log_tail")
+    return "\n".join(f"--- last {n} lines of {r.name} log ---\n{tail(r.name, n)}" for r in dep.roles)

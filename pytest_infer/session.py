@@ -1,0 +1,317 @@
+"""The run's one state object (kept in config.stash, registered as a plugin for its own hooks)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_infer.analysis.checks import Verdict, composability
+from pytest_infer.analysis.curve import Curve, Point
+from pytest_infer.matrix import KnownBroken, Matrix, MatrixError, default_root
+from pytest_infer.measure.results import Measurement
+from pytest_infer.measure.runner import MeasurementFailed, Runner
+from pytest_infer.measure.store import Store
+from pytest_infer.plugin import SUITES
+from pytest_infer.space import Stack, all_stacks, matches
+
+PROPERTY = "infer"  # user_property carrying a stack's row for the reports (travels under xdist too)
+
+
+def _usage(msg: str) -> pytest.UsageError:
+    return pytest.UsageError(f"pytest-infer: {msg}")
+
+
+def suite_dir(name: str) -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "suites" / name, here.parent / "suites" / name):
+        if candidate.is_dir():
+            return candidate
+    raise _usage(f"suite {name!r} is not installed next to {here}")
+
+
+def engine_version(matrix: Matrix, engine: str) -> str | None:
+    for dist in matrix.engines[engine].package:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _applies(kb: KnownBroken, version: str | None) -> bool:
+    if not kb.versions or version is None:
+        return True  # no engine here to ask (a plan, a replay): assume the registry holds
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    return Version(version.split("+")[0]) in SpecifierSet(kb.versions)
+
+
+@dataclass
+class Row:
+    """One stack's line in the composability matrix, built from test reports on the controller."""
+
+    stack: str
+    outcome: str = "not run"
+    verdict: str = ""
+    detail: str = ""
+    props: dict[str, Any] = field(default_factory=dict)
+
+
+class InferSession:
+    def __init__(self, config: pytest.Config, matrix: Matrix, gpu: str, engines: list[str], model: str,
+                 stack_exprs: list[str], report_dir: Path) -> None:
+        self.config = config
+        self.matrix = matrix
+        self.gpu = gpu
+        self.engines = engines
+        self.model = model
+        self.stack_exprs = stack_exprs
+        self.report_dir = report_dir  # <report-dir>/<gpu>
+        self.suite: str | None = config.getoption("suite")
+        self.versions = {e: engine_version(matrix, e) for e in engines}
+        self.stacks = [s for e in engines for s in all_stacks(gpu, e, list(matrix.optimizations))]
+        self.rows: dict[str, Row] = {}
+        self.started = time.monotonic()
+        self._runners: dict[str, Runner] = {}
+
+    # ---- construction: every bad input is one line and exit code 4 ------------------------------
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> InferSession:
+        try:
+            custom = config.getoption("infer_matrices")
+            matrix = Matrix(Path(custom) if custom else default_root())
+        except MatrixError as exc:
+            raise _usage(str(exc)) from None
+        gpu = config.getoption("gpu")
+        if gpu not in matrix.gpus:
+            raise _usage(f"unknown GPU kind {gpu!r}; valid: {', '.join(matrix.gpus)}")
+        suite = config.getoption("suite")
+        if suite is not None and suite not in SUITES:
+            raise _usage(f"unknown suite {suite!r}; valid: {', '.join(SUITES)}")
+        supported = matrix.engines_for(gpu)
+        engines = config.getoption("engine") or supported
+        for e in engines:
+            if e not in supported:
+                raise _usage(f"unknown engine {e!r} for {gpu}; valid: {', '.join(supported)}")
+        model = config.getoption("model") or matrix.model_defaults[gpu].model
+        exprs = config.getoption("stack")
+        probe = Stack(gpu, engines[0], tuple(matrix.optimizations))
+        for expr in exprs:
+            try:
+                matches(probe, expr, list(matrix.optimizations))
+            except (ValueError, SyntaxError) as exc:
+                raise _usage(f"--stack {expr!r}: {exc}") from None
+        report_dir = Path(config.getoption("report_dir")).resolve() / gpu
+        if suite is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
+            config.args = [str(suite_dir(suite))]
+        if suite is not None and not config.option.xmlpath and not config.getoption("collectonly"):
+            config.option.xmlpath = str(report_dir / f"junit-{suite}.xml")
+        return cls(config, matrix, gpu, list(engines), model, exprs, report_dir)
+
+    # ---- stacks ---------------------------------------------------------------------------------
+    def selected(self, stack: Stack) -> bool:
+        return all(matches(stack, e, list(self.matrix.optimizations)) for e in self.stack_exprs)
+
+    def unsupported(self, stack: Stack) -> str | None:
+        return self.matrix.unsupported_reason(stack.engine, stack.gpu, stack.opts)
+
+    def known_broken(self, stack: Stack) -> KnownBroken | None:
+        version = self.versions.get(stack.engine)
+        for kb in self.matrix.known_broken_for(stack.engine, stack.gpu):
+            if matches(stack, kb.stack, list(self.matrix.optimizations)) and _applies(kb, version):
+                return kb
+        return None
+
+    def param(self, stack: Stack) -> Any:
+        marks: list[pytest.MarkDecorator] = []
+        why = self.unsupported(stack)
+        if why:
+            marks.append(pytest.mark.skip(reason=f"unsupported: {why}"))
+        else:
+            kb = self.known_broken(stack)
+            if kb is not None:
+                marks.append(pytest.mark.xfail(strict=True, reason=f"known broken ({kb.kind}): {kb.failure} "
+                                               f"[{kb.issue}]"))
+        return pytest.param(stack, id=stack.id, marks=marks)
+
+    # ---- measurement ----------------------------------------------------------------------------
+    def runner(self, engine: str) -> Runner:
+        if engine not in self._runners:
+            results = self.config.getoption("results")
+            store = Store(Path(results).resolve() if results else self.report_dir / "results",
+                          read_only=bool(results))
+            local, fingerprint = self._local_models()
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+
+            def log(msg: str) -> None:
+                if reporter is not None:
+                    reporter.write_line(msg)
+
+            self._runners[engine] = Runner(
+                matrix=self.matrix, store=store, run_root=self.report_dir / "runs", model=self.model,
+                engine_version=self.versions.get(engine) or "unknown", local_models=local,
+                model_fingerprint=fingerprint, launch_timeout_s=self.config.getoption("infer_launch_timeout"),
+                replay=bool(results), fresh=self.config.getoption("infer_fresh"), log=log)
+        return self._runners[engine]
+
+    def model_dir(self, name: str) -> Path:
+        return Path(self.config.getoption("report_dir")).resolve() / "models" / name
+
+    def _local_models(self, build: bool = True) -> tuple[dict[str, str], str]:
+        """Models the repo builds itself (no download): name -> directory, built on first use."""
+        spec = self.matrix.models.get(self.model)
+        if spec is None or spec.builder is None:
+            return {}, self.model
+        out = self.model_dir(self.model)
+        if not build or self.config.getoption("results"):
+            return {self.model: str(out)}, self.model
+        import importlib
+
+        builder = importlib.import_module(spec.builder)
+        builder.build_tiny_model(out)
+        return {self.model: str(out)}, str(builder.model_fingerprint(out))
+
+    def measure(self, stack: Stack) -> Measurement:
+        return self.runner(stack.engine).measure(stack)
+
+    @staticmethod
+    def curve(m: Measurement, name: str) -> Curve:
+        return Curve.from_points(name, [Point(lv.interactivity, lv.per_gpu_throughput) for lv in m.levels])
+
+    def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
+        """The stack against the best of its measurable parts at matched interactivity."""
+        m = self.measure(stack)
+        tol = self.matrix.thresholds.composability_tolerance
+        if not stack.opts:
+            return Verdict(stack.id, "composability", "pass", tol,
+                           f"reference measured at {len(m.levels)} level(s)"), m
+        parts, notes = [], []
+        for part in stack.parts():
+            why = self.unsupported(part)
+            if why:
+                continue
+            try:
+                parts.append(self.curve(self.measure(part), part.label))
+            except MeasurementFailed as exc:
+                notes.append(f"part {part.label} could not be measured: {str(exc).splitlines()[0]}")
+        verdict = composability(self.curve(m, stack.label), parts, tol)
+        verdict.stack = stack.id
+        if notes:
+            verdict.message += "\n" + "\n".join(notes)
+        return verdict, m
+
+    def record(self, item: pytest.Item, stack: Stack, verdict: Verdict | None, m: Measurement | None) -> None:
+        """Numbers on the test report: JUnit properties and the markdown row (also under xdist)."""
+        row: dict[str, Any] = {"stack": stack.id}
+        if m is not None:
+            row.update(gpus=m.gpus, launch_s=round(m.launch_s, 1), levels=[
+                {"concurrency": lv.concurrency, "interactivity": round(lv.interactivity, 2),
+                 "per_gpu_throughput": round(lv.per_gpu_throughput, 1), "median_ttft_ms": round(lv.median_ttft_ms, 1)}
+                for lv in m.levels])
+        if verdict is not None:
+            row.update(verdict=verdict.verdict, message=verdict.message, tolerance=verdict.tolerance)
+            worst = verdict.worst
+            if worst is not None:
+                row.update(worst_ratio=round(worst.ratio, 4), worst_interactivity=round(worst.interactivity, 2),
+                           best_part=worst.part, stack_throughput=round(worst.stack_throughput, 1),
+                           part_throughput=round(worst.part_throughput, 1),
+                           ratios={f"{lc.interactivity:.2f}": round(lc.ratio, 4) for lc in verdict.levels})
+        item.user_properties.append((PROPERTY, json.dumps(row)))
+        for k in ("verdict", "worst_ratio", "worst_interactivity", "best_part", "stack_throughput", "part_throughput"):
+            if k in row:
+                item.user_properties.append((k, row[k]))
+
+    # ---- hooks (this object is registered as a plugin) -------------------------------------------
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "stack" in metafunc.fixturenames:
+            metafunc.parametrize("stack", [self.param(s) for s in self.stacks])
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        if not self.stack_exprs:
+            return
+        keep, drop = [], []
+        for item in items:
+            stack = _stack_of(item)
+            (keep if stack is None or self.selected(stack) else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if not self.config.getoption("infer_plan"):
+            return None
+        from pytest_infer.report.plan import write_plan
+
+        stacks = list(dict.fromkeys(s for s in map(_stack_of, session.items) if s is not None))
+        write_plan(self, stacks, self.config.get_terminal_writer())
+        return True
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        stack_id = _stack_id_of(report.nodeid)
+        if stack_id is None:
+            return
+        row = self.rows.setdefault(stack_id, Row(stack_id))
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                row.props = json.loads(str(value))
+        if report.skipped and hasattr(report, "wasxfail"):
+            row.outcome, row.detail = "xfail", str(report.wasxfail)
+            if row.props.get("message"):
+                row.detail += f" (seen: {str(row.props['message']).splitlines()[0]})"
+        elif report.skipped:
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            row.outcome, row.detail = "skipped", reason.removeprefix("Skipped: ")
+        elif report.when == "call" and report.passed and hasattr(report, "wasxfail"):
+            row.outcome, row.detail = "XPASS", f"known-broken entry no longer fails: {report.wasxfail}"
+        elif report.failed:
+            row.outcome = "XPASS(strict)" if "XPASS(strict)" in str(report.longrepr) else "failed"
+            row.detail = str(row.props.get("message") or _first_line(report.longreprtext))
+        elif report.when == "call" and report.passed:
+            row.outcome, row.detail = "passed", str(row.props.get("message", ""))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput") or self.config.getoption("infer_plan") or not self.rows:
+            return
+        from pytest_infer.report.markdown import write_matrix
+
+        self.matrix_path = write_matrix(self)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        path = getattr(self, "matrix_path", None)
+        if path is None:
+            return
+        from pytest_infer.report.markdown import summary_lines
+
+        terminalreporter.section("pytest-infer")
+        for line in summary_lines(self):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"matrix: {path}")
+        if self.config.option.xmlpath:
+            terminalreporter.write_line(f"junit: {self.config.option.xmlpath}")
+        terminalreporter.write_line(f"wall time: {time.monotonic() - self.started:.0f} s")
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip().startswith("E ")]
+    return (lines[0].strip()[2:].strip() if lines else text.strip().splitlines()[-1] if text.strip() else "")
+
+
+def _stack_of(item: pytest.Item) -> Stack | None:
+    callspec = getattr(item, "callspec", None)
+    stack = callspec.params.get("stack") if callspec is not None else None
+    return stack if isinstance(stack, Stack) else None
+
+
+def _stack_id_of(nodeid: str) -> str | None:
+    if "[" not in nodeid:
+        return None
+    return nodeid.rsplit("[", 1)[1].rstrip("]")

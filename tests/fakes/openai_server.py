@@ -1,0 +1,63 @@
+"""A tiny OpenAI-compatible completions server for the plugin's own unit tests (never a stand-in for
+the engine in a suite). Streams `max_tokens` tokens with FAKE_TOKEN_DELAY seconds between them, and
+slows down as more requests run at once (like a real engine: delay = FAKE_TOKEN_DELAY x (1 + active / 4)),
+so tests get real-looking throughput-interactivity curves and can make one stack slower than another."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+
+from aiohttp import web
+
+DELAY = float(os.environ.get("FAKE_TOKEN_DELAY", "0.002"))
+ACTIVE = 0
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def models(_: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    n = int(body.get("max_tokens") or 16)
+    prompt = body.get("prompt", "")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    global ACTIVE
+    ACTIVE += 1
+    try:
+        for i in range(n):
+            await asyncio.sleep(DELAY * (1 + ACTIVE / 4))
+            chunk = {"id": "x", "object": "text_completion", "created": int(time.time()), "model": "fake",
+                     "choices": [{"index": 0, "text": "a", "finish_reason": "length" if i == n - 1 else None}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    finally:
+        ACTIVE -= 1
+    usage = {"prompt_tokens": len(prompt) if isinstance(prompt, str) else len(prompt), "completion_tokens": n}
+    await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    args, _ = ap.parse_known_args()  # the rest stands for engine flags from the fake matrix
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.get("/v1/models", models),
+                    web.post("/v1/completions", completions)])
+    web.run_app(app, host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
