@@ -88,7 +88,9 @@ def _special_tokens() -> list[str]:
 def token_ids() -> dict[str, int]:
     """bos/eos/pad/unk ids (stable: specials are laid out first)."""
     specials = _special_tokens()
-    return {name: specials.index(tok) for name, tok in (("pad", PAD), ("bos", BOS), ("eos", EOS), ("unk", UNK))}
+    return {
+        name: specials.index(tok) for name, tok in (("pad", PAD), ("bos", BOS), ("eos", EOS), ("unk", UNK))
+    }
 
 
 def recipe_hash() -> str:
@@ -152,6 +154,8 @@ def build_tiny_model(out_dir: Path) -> Path:
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    if is_built(out_dir):
+        return  # a concurrent builder (e.g. another xdist worker) finished first: keep its copy
     if out_dir.exists():
         # Stale or foreign content: move it aside first (rename is atomic, rmtree is not).
         trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -174,8 +178,16 @@ def _write_model(dest: Path) -> None:
 # Generic PreTrainedConfig fields that mean nothing here (and transformers_version would tie
 # the bytes to the installed transformers).
 _CONFIG_NOISE = (
-    "transformers_version", "_name_or_path", "id2label", "label2id", "chunk_size_feed_forward",
-    "problem_type", "return_dict", "output_attentions", "output_hidden_states", "is_encoder_decoder",
+    "transformers_version",
+    "_name_or_path",
+    "id2label",
+    "label2id",
+    "chunk_size_feed_forward",
+    "problem_type",
+    "return_dict",
+    "output_attentions",
+    "output_hidden_states",
+    "is_encoder_decoder",
 )
 
 
@@ -279,6 +291,7 @@ def _write_weights(dest: Path) -> None:
 
     tensors = {name: _init_tensor(name, shape) for name, shape in sorted(_weight_shapes().items())}
     save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    (dest / "model.safetensors").chmod(0o644)  # safetensors writes it 0600
 
 
 def _write_tokenizer(dest: Path) -> None:

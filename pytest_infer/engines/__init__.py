@@ -12,7 +12,11 @@ from pytest_infer.space import Stack
 
 
 def adapter(engine: str) -> ModuleType:
-    return importlib.import_module(f"pytest_infer.engines.{engine}")
+    """The engine's own module; an engine described only in YAML gets the generic one (no parallel flags)."""
+    try:
+        return importlib.import_module(f"pytest_infer.engines.{engine}")
+    except ModuleNotFoundError:
+        return importlib.import_module("pytest_infer.engines.generic")
 
 
 def deployment_for(matrix: Matrix, stack: Stack, model: str, placement: Placement,

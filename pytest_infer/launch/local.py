@@ -172,25 +172,23 @@ class LocalLauncher:
         """Raise LaunchError, with the log tail, if a role has exited. Cheap: call it between measurements."""
         for name, proc in self.procs.items():
             self._remember_children(name)
-            code = proc.poll()
+            code = _exit_code(proc)
             if code is not None:
                 raise LaunchError(f"role {name!r} {_describe_exit(code)}{self._tail_block(name)}")
 
     def stop(self) -> None:
         """Kill every role's process tree: SIGTERM, up to kill_grace seconds, then SIGKILL. Idempotent."""
         try:
-            victims = self._signal_all(signal.SIGTERM)
-            _, alive = psutil.wait_procs(victims, timeout=self.kill_grace)
-            if alive or any(p.poll() is None for p in self.procs.values()):
-                self._signal_all(signal.SIGKILL)
-        except BaseException:
-            # A second Ctrl-C during the grace period: no more patience, but still no survivors.
-            self._signal_all(signal.SIGKILL)
-            raise
+            self._signal_all(signal.SIGTERM)
+            deadline = time.monotonic() + self.kill_grace
+            while self._any_alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
+            # Always, even on a second Ctrl-C during the grace period: kills stragglers and late children.
+            self._signal_all(signal.SIGKILL)
             for proc in self.procs.values():
                 try:
-                    proc.wait(timeout=5)  # reap, so no zombie outlives us
+                    proc.wait(timeout=5)  # reap only now: until then the zombie leader pins its group id
                 except subprocess.TimeoutExpired:
                     pass
             for log in self._logs:
@@ -198,34 +196,36 @@ class LocalLauncher:
             self._logs.clear()
             _unregister(self)
 
-    def _signal_all(self, sig: signal.Signals) -> list[psutil.Process]:
-        victims: list[psutil.Process] = []
+    def _signal_all(self, sig: signal.Signals) -> None:
         for name in reversed(list(self.procs)):  # router first, so it stops forwarding before servers go
             proc = self.procs[name]
             self._remember_children(name)
-            members = list(self._seen[name].values())
-            if proc.returncode is None:
-                try:
-                    members.insert(0, psutil.Process(proc.pid))
-                except psutil.NoSuchProcess:
-                    pass
-            for p in members:
+            for p in self._seen[name].values():
                 try:
                     p.send_signal(sig)  # psutil checks the create time, so a reused pid is never hit
-                    victims.append(p)
                 except psutil.Error:
                     pass
-            if proc.returncode is None:
-                # The process group catches children spawned after the last psutil snapshot.
+            if proc.returncode is None:  # not reaped yet, so the group id cannot belong to anyone else
                 try:
-                    os.killpg(proc.pid, sig)
+                    os.killpg(proc.pid, sig)  # the leader, and children born after the last snapshot
                 except (ProcessLookupError, PermissionError):
                     pass
-        return victims
+
+    def _any_alive(self) -> bool:
+        if any(_exit_code(proc) is None for proc in self.procs.values()):
+            return True
+        for seen in self._seen.values():
+            for p in seen.values():
+                try:
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                        return True
+                except psutil.Error:
+                    pass
+        return False
 
     def _remember_children(self, name: str) -> None:
         proc = self.procs[name]
-        if proc.returncode is not None:
+        if _exit_code(proc) is not None:  # its orphans are now children of init: psutil cannot find them
             return
         try:
             for child in psutil.Process(proc.pid).children(recursive=True):
@@ -252,6 +252,19 @@ class LocalLauncher:
 
     def _tail_block(self, role_name: str, n: int = 30) -> str:
         return f"\n--- last {n} lines of {self.log_path(role_name)} ---\n{self.log_tail(role_name, n)}"
+
+
+def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
+    """Like Popen.poll(), minus the reaping (WNOWAIT): an unreaped leader keeps its process group id ours."""
+    if proc.returncode is not None:
+        return proc.returncode
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return proc.poll()
+    if info is None:
+        return None
+    return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
 
 
 def _healthy(client: httpx.Client, url: str) -> bool:

