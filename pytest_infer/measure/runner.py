@@ -145,20 +145,29 @@ _GENERIC = ("Engine core initialization failed", "Worker failed with error", "En
 
 
 def root_causes(log_dir: Path, limit: int = 2) -> str:
-    """The first distinct exception lines in the role logs: vLLM buries the cause above its wrappers."""
+    """The first distinct exceptions raised in the role logs, with where they were raised: vLLM buries
+    the cause above its wrappers ("EngineCore encountered an issue")."""
     import re
 
+    exc_re = re.compile(r"(?:^|\]\s+|\s)([A-Za-z_][\w.]*(?:Error|Exception))(?::\s*(.*))?$")
+    frame_re = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
     found: list[str] = []
     for log in sorted(log_dir.glob("*.log")):
+        frame = ""
         for line in log.read_text(errors="replace").splitlines():
-            hit = re.search(r"\b(\w+(?:Error|Exception)): (.+)$", line)
-            if hit and not any(g in line for g in _GENERIC):
-                text = f"{hit.group(1)}: {hit.group(2).strip()}"
+            if hit := frame_re.search(line):
+                frame = f" in {hit.group(3)} ({Path(hit.group(1)).name}:{hit.group(2)})"
+                continue
+            if "WARNING" in line or any(g in line for g in _GENERIC):
+                continue
+            hit = exc_re.search(line.strip())
+            if hit and not line.strip().startswith(("raise ", "File ")):
+                text = f"{hit.group(1)}{': ' + hit.group(2).strip() if hit.group(2) else ''}{frame}"
                 if text not in found:
                     found.append(text)
     return " | ".join(found[:limit])
 
 
 def _server_tails(launcher: object, dep: Deployment, n: int = 15) -> str:
-    tail = getattr(launcher, "log_tail")
+    tail = launcher.log_tail
     return "\n".join(f"--- last {n} lines of {r.name} log ---\n{tail(r.name, n)}" for r in dep.roles)

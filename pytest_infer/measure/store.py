@@ -39,6 +39,7 @@ class Store:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(m.model_dump_json(indent=1))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return path
 

@@ -41,7 +41,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
     finally:
         ACTIVE -= 1
-    usage = {"prompt_tokens": len(prompt) if isinstance(prompt, str) else len(prompt), "completion_tokens": n}
+    usage = {"prompt_tokens": len(prompt), "completion_tokens": n}
     await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
     await resp.write(b"data: [DONE]\n\n")
     return resp

