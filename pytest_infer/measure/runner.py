@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
@@ -21,6 +22,9 @@ from pytest_infer.measure.load import LoadError, Target, num_prompts, run_level
 from pytest_infer.measure.results import Level, Measurement, ResultError
 from pytest_infer.measure.store import Store
 from pytest_infer.space import Stack
+
+if TYPE_CHECKING:
+    from pytest_infer.launch.local import LocalLauncher
 
 
 class MeasurementFailed(RuntimeError):
@@ -168,6 +172,5 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
     return " | ".join(found[:limit])
 
 
-def _server_tails(launcher: object, dep: Deployment, n: int = 15) -> str:
-    tail = launcher.log_tail
-    return "\n".join(f"--- last {n} lines of {r.name} log ---\n{tail(r.name, n)}" for r in dep.roles)
+def _server_tails(launcher: LocalLauncher, dep: Deployment, n: int = 15) -> str:
+    return "\n".join(f"--- last {n} lines of {r.name} log ---\n{launcher.log_tail(r.name, n)}" for r in dep.roles)

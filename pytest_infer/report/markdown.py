@@ -25,7 +25,10 @@ def _cell(row: Row) -> list[Any]:
     where = (f"{p['worst_interactivity']:.1f}" if "worst_interactivity" in p else "")
     vs = (f"{p['best_part']} ({p['stack_throughput']:.0f} vs {p['part_throughput']:.0f})" if "best_part" in p else "")
     levels = ", ".join(f"{k}: {v:.2f}" for k, v in p.get("ratios", {}).items())
-    detail = " ".join(str(row.detail).split())
+    lines = [ln for ln in str(row.detail).splitlines() if ln.strip()]
+    detail = " ".join(" ".join(lines[:2]).split())  # the full text (log tails) is in JUnit and runs/<stack>/
+    if len(detail) > 500:
+        detail = detail[:497] + "..."
     return [f"`{row.stack}`", verdict, ratio, where, vs, levels, detail]
 
 
