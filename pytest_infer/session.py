@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,9 @@ class InferSession:
         self.stacks = [s for e in engines for s in all_stacks(gpu, e, list(matrix.optimizations))]
         self.rows: dict[str, Row] = {}
         self.started = time.monotonic()
+        # xdist workers share the controller's testrunuid; a plain run makes its own.
+        workerinput = getattr(config, "workerinput", None)
+        self.run_id = str(workerinput["testrunuid"]) if workerinput else uuid.uuid4().hex
         self._runners: dict[str, Runner] = {}
 
     # ---- construction: every bad input is one line and exit code 4 ------------------------------
@@ -158,7 +163,7 @@ class InferSession:
                 matrix=self.matrix, store=store, run_root=self.report_dir / "runs", model=self.model,
                 engine_version=self.versions.get(engine) or "unknown", local_models=local,
                 model_fingerprint=fingerprint, launch_timeout_s=self.config.getoption("infer_launch_timeout"),
-                replay=bool(results), fresh=self.config.getoption("infer_fresh"), log=log)
+                replay=bool(results), fresh=self.config.getoption("infer_fresh"), log=log, run_id=self.run_id)
         return self._runners[engine]
 
     def model_dir(self, name: str) -> Path:
@@ -305,6 +310,10 @@ class InferSession:
         from pytest_infer.report.markdown import write_matrix
 
         self.matrix_path = write_matrix(self)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:  # GitHub Actions shows it on the run's page
+            with open(summary, "a") as fh:
+                fh.write(self.matrix_path.read_text() + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         path = getattr(self, "matrix_path", None)

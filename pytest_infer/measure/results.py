@@ -90,6 +90,7 @@ class Measurement(BaseModel):
     status: Literal["running", "ok", "failed"] = "running"
     error: str = ""  # why it failed, with the server log tail
     launch_s: float = 0.0  # time to healthy
+    run_id: str = ""  # the pytest session that measured it
 
     def level(self, concurrency: int) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency), None)

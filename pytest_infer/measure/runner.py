@@ -43,6 +43,7 @@ class Runner:
     launch_timeout_s: float = 900.0
     replay: bool = False  # --results: read the store only, never launch
     fresh: bool = False  # ignore stored measurements
+    run_id: str = ""  # one per pytest session, shared by xdist workers: a failure is not retried within it
     log: Callable[[str], None] = print
     launches: list[str] = field(default_factory=list)  # stack ids launched this session, in order
     _cache: dict[str, Measurement] = field(default_factory=dict)
@@ -77,8 +78,12 @@ class Runner:
                 return self._failed_record(stack, key, f"no stored result for {stack.id} in {self.store.root}")
             return m
         with self.store.lock(stack.id, key):
-            m = None if self.fresh else self.store.load(stack.id, key)
+            m = self.store.load(stack.id, key)
             levels = self.matrix.workload(stack.gpu).concurrency
+            if m is not None and self.run_id and m.run_id == self.run_id and m.status != "running":
+                return m  # another xdist worker of this session measured it (or failed to): never twice
+            if self.fresh:
+                m = None
             if m is not None and m.status == "ok" and all(m.level(c) for c in levels):
                 self.log(f"[infer] {stack.id}: reusing stored measurement {self.store.path(stack.id, key)}")
                 return m
@@ -105,7 +110,7 @@ class Runner:
             key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
             model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=workload,
             argv={r.name: r.argv for r in plan.roles})
-        m.status, m.error = "running", ""
+        m.status, m.error, m.run_id = "running", "", self.run_id
         self.store.save(m)
         self.launches.append(stack.id)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "

@@ -26,6 +26,9 @@ async def models(_: web.Request) -> web.Response:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    if os.environ.get("FAKE_FAIL"):  # a stack that starts, then answers every request with a 500
+        print("NotImplementedError: fake all_gatherv", flush=True)
+        raise web.HTTPInternalServerError(text="EngineCore encountered an issue")
     body = await request.json()
     n = int(body.get("max_tokens") or 16)
     prompt = body.get("prompt", "")
