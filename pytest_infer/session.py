@@ -154,9 +154,16 @@ class InferSession:
                           read_only=bool(results))
             local, fingerprint = self._local_models()
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            capture = self.config.pluginmanager.get_plugin("capturemanager")
 
             def log(msg: str) -> None:
-                if reporter is not None:
+                # Live progress (a sweep takes minutes), past pytest's output capture.
+                if reporter is None:
+                    return
+                if capture is not None:
+                    with capture.global_and_fixture_disabled():
+                        reporter.write_line(msg)
+                else:
                     reporter.write_line(msg)
 
             self._runners[engine] = Runner(
