@@ -73,7 +73,7 @@ common:
   args: [--host, "${{host}}", --port, "${{port}}"]
 optimizations:
   fast: {{env: {{FAKE_TOKEN_DELAY: "0.001"}}}}
-  slow: {{env: {{FAKE_TOKEN_DELAY: "0.008"}}}}
+  slow: {{env: {{FAKE_TOKEN_DELAY: "0.004"}}}}
   broken: {{env: {{FAKE_FAIL: "1"}}}}
 gpus:
   cpu: {{unsupported: {{}}}}
@@ -108,7 +108,8 @@ needs_bench = pytest.mark.skipif(shutil.which("vllm", path=str(Path(sys.executab
 
 @needs_bench
 def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.Pytester) -> None:
-    """Fake servers (this test only): `slow` tokens come 8x later, so slow and fast+slow lose to their parts."""
+    """Fake servers (this test only): `slow` tokens come 2x later, so slow and fast+slow lose to their parts
+    (their curves overlap base's in interactivity, so the verdict is at matched levels)."""
     matrices = _fake_matrices(pytester.path / "m")
     reports = pytester.path / "r"
     result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",

@@ -88,9 +88,14 @@ def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdi
     spans = "; ".join(f"{c.name} covers {c.span[0]:.1f}-{c.span[1]:.1f}" for c in (stack, *parts))
     for part in parts:
         if all(beaten(p, part, 1 - tolerance) for p in stack.frontier):
+            top = max(stack.frontier, key=lambda p: p.throughput)
+            q = next(q for q in part.frontier if q.interactivity >= top.interactivity
+                     and q.throughput * (1 - tolerance) > top.throughput)
             return Verdict(stack.name, "composability", "fail", tolerance,
                            f"{stack.name} has no interactivity level in common with its parts, and {part.name} "
-                           f"beats every point of it on both axes ({spans} tok/s/user)")
+                           f"beats every point of it on both axes, e.g. {stack.name} {top.throughput:.1f} tok/s/GPU "
+                           f"at {top.interactivity:.1f} tok/s/user vs {part.name} {q.throughput:.1f} at "
+                           f"{q.interactivity:.1f}, ratio {top.throughput / q.throughput:.3f} ({spans} tok/s/user)")
     if all(any(q.interactivity >= p.interactivity and q.throughput >= p.throughput for q in stack.frontier)
            for part in parts for p in part.frontier):
         return Verdict(stack.name, "composability", "pass", tolerance,
