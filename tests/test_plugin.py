@@ -121,3 +121,12 @@ def test_unsupported_skips_and_known_broken_xfails_show_their_reasons(pytester: 
     plan.stdout.fnmatch_lines(["*SKIPPED*unsupported: cpu has no fp4 support in hardware*"])
     md = (pytester.path / "r" / "cpu" / "composability.md").read_text()
     assert md.count("| skip ") == 8 and "no fp4 support" in md
+
+
+def test_gpu_kind_missing_here_fails_fast_with_the_reason(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--gpu", "b200", "--suite", "composability", "--stack", "base",
+                                           "--report-dir", str(pytester.path / "r"))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*b200-vllm-base not launched: needs 8 b200 device(s) on this node, found 0*"
+                                 "--infer-plan*"])
+    assert result.duration < 30

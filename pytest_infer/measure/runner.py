@@ -96,11 +96,15 @@ class Runner:
                            workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
 
     def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
+        from pytest_infer.launch.gpus import preflight
         from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
 
         workload = self.matrix.workload(stack.gpu)
         run_dir = self.run_root / stack.id
         plan = self.plan(stack)
+        why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, max(r.gpus for r in plan.roles))
+        if why:
+            return self._failed_record(stack, key, f"{stack.id} not launched: {why}")
         names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         sides = dict(zip(names, free_ports(len(names)), strict=True))

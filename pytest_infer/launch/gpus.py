@@ -1,0 +1,41 @@
+"""Which accelerators this machine has: checked before launching, so a run on the wrong machine fails
+in a second with a reason instead of after an engine's start-up timeout."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import cache
+
+# Per vendor: tools that list devices (first found wins), and the marker of one device in their output.
+_LISTERS = {"nvidia": [(["nvidia-smi", "-L"], "GPU ")],
+            "amd": [(["amd-smi", "list"], "GPU:"), (["rocm-smi", "--showid"], "GPU[")]}
+
+
+@cache
+def visible_devices(vendor: str) -> tuple[int, str]:
+    """(count, how it was found). The cpu kind always has its cores."""
+    if vendor == "cpu":
+        import os
+
+        return os.cpu_count() or 1, "os.cpu_count()"
+    for argv, marker in _LISTERS[vendor]:
+        if shutil.which(argv[0]) is None:
+            continue
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return 0, f"{' '.join(argv)} failed: {exc}"
+        # rocm-smi repeats a device on several lines: count distinct ids
+        ids = {line.strip().split()[0] for line in out.splitlines() if line.strip().startswith(marker)}
+        return len(ids), " ".join(argv)
+    return 0, " / ".join(argv[0] for argv, _ in _LISTERS[vendor]) + " not found"
+
+
+def preflight(gpu: str, vendor: str, needed_per_node: int) -> str | None:
+    """Why this machine cannot run a role needing `needed_per_node` devices of `gpu`, or None."""
+    count, how = visible_devices(vendor)
+    if count >= needed_per_node:
+        return None
+    return (f"needs {needed_per_node} {gpu} device(s) on this node, found {count} ({how}); "
+            f"use --infer-plan to print the commands, or --results DIR to replay stored results")
