@@ -127,6 +127,6 @@ def test_gpu_kind_missing_here_fails_fast_with_the_reason(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("--gpu", "b200", "--suite", "composability", "--stack", "base",
                                            "--report-dir", str(pytester.path / "r"))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*b200-vllm-base not launched: needs 8 b200 device(s) on this node, found 0*"
-                                 "--infer-plan*"])
+    result.stdout.fnmatch_lines([("*b200-vllm-base not launched: needs 8 b200 device(s) on this node, found 0*"
+                                  "--infer-plan*")])
     assert result.duration < 30
