@@ -18,6 +18,7 @@ from pytest_infer.analysis.curve import Curve, Point
 from pytest_infer.matrix import KnownBroken, Matrix, MatrixError, default_root
 from pytest_infer.measure.results import Measurement
 from pytest_infer.measure.runner import MeasurementFailed, Runner
+from pytest_infer.measure.smoke import SmokeResult
 from pytest_infer.measure.store import Store
 from pytest_infer.plugin import SUITES
 from pytest_infer.space import Stack, all_stacks, matches
@@ -85,6 +86,7 @@ class InferSession:
         workerinput = getattr(config, "workerinput", None)
         self.run_id = str(workerinput["testrunuid"]) if workerinput else uuid.uuid4().hex
         self._runners: dict[str, Runner] = {}
+        self._smoke_failures: dict[str, str] = {}  # stack id -> first line of why its smoke test failed
 
     # ---- construction: every bad input is one line and exit code 4 ------------------------------
     @classmethod
@@ -190,6 +192,22 @@ class InferSession:
         builder.build_tiny_model(out)
         return {self.model: str(out)}, str(builder.model_fingerprint(out))
 
+    def smoke(self, stack: Stack) -> SmokeResult:
+        """One launch, one greedy completion (no sweep, nothing stored)."""
+        from pytest_infer.measure.runner import smoke
+
+        kb = self.known_broken(stack)
+        for part in stack.parts():  # as for measurements: a part broken by the same entry is the evidence
+            why = self._smoke_failures.get(part.id)
+            if kb is not None and why and self.known_broken(part) == kb:
+                raise MeasurementFailed(f"not launched: its part {part.id} fails under the same known-broken "
+                                        f"entry [{kb.issue}]: {why}")
+        try:
+            return smoke(self.runner(stack.engine), stack)
+        except MeasurementFailed as exc:
+            self._smoke_failures[stack.id] = str(exc).splitlines()[0]
+            raise
+
     def measure(self, stack: Stack) -> Measurement:
         return self.runner(stack.engine).measure(stack)
 
@@ -237,11 +255,11 @@ class InferSession:
                                         f"entry [{kb.issue}]: {str(exc).splitlines()[0]}") from None
 
     def record(self, item: pytest.Item, stack: Stack, verdict: Verdict | None, m: Measurement | None,
-               error: str = "") -> None:
+               message: str = "") -> None:
         """Numbers on the test report: JUnit properties and the markdown row (also under xdist)."""
         row: dict[str, Any] = {"stack": stack.id}
-        if error:
-            row["message"] = error
+        if message:  # why it failed, or what a check without a verdict saw
+            row["message"] = message
         if m is not None:
             row.update(gpus=m.gpus, launch_s=round(m.launch_s, 1), levels=[
                 {"concurrency": lv.concurrency, "interactivity": round(lv.interactivity, 2),

@@ -61,7 +61,7 @@ def matches(stack: Stack, expr: str, optimizations: Sequence[str]) -> bool:
     """True if `expr` selects the stack.
 
     `expr` is a stack label (`fp4+mtp`, `base`: exactly that set) or a boolean expression over
-    optimization names (`mtp and not disagg`), in pytest's own -k/-m expression language.
+    optimization names and `base` (`mtp and not disagg`, `base or wideep`), in pytest's -k/-m language.
     """
     from _pytest.mark.expression import Expression
 
@@ -69,9 +69,9 @@ def matches(stack: Stack, expr: str, optimizations: Sequence[str]) -> bool:
     if "+" in text or text == BASE:
         return stack.opts == parse_label(text, optimizations)
     for word in text.replace("(", " ").replace(")", " ").split():
-        if word not in ("and", "or", "not") and word not in optimizations:
+        if word not in ("and", "or", "not", BASE) and word not in optimizations:
             raise ValueError(f"unknown optimization {word!r} in {expr!r} (known: {', '.join(optimizations)})")
     def has(name: str, /, **kwargs: str | int | bool | None) -> bool:
-        return name in stack.opts
+        return name in stack.opts or (name == BASE and not stack.opts)
 
     return bool(Expression.compile(text).evaluate(has))

@@ -25,6 +25,7 @@ from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
     from pytest_infer.launch.local import LocalLauncher
+    from pytest_infer.measure.smoke import SmokeResult
 
 
 class MeasurementFailed(RuntimeError):
@@ -179,6 +180,40 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
                 if text not in found:
                     found.append(text)
     return " | ".join(found[:limit])
+
+
+def smoke(runner: Runner, stack: Stack) -> SmokeResult:
+    """Launch the stack and send one greedy completion; raises MeasurementFailed with the root cause."""
+    from pytest_infer.launch.gpus import preflight
+    from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
+    from pytest_infer.measure.smoke import SmokeResult, one_completion
+
+    plan = runner.plan(stack)
+    why = preflight(stack.gpu, runner.matrix.gpus[stack.gpu].vendor, max(r.gpus for r in plan.roles))
+    if why:
+        raise MeasurementFailed(f"{stack.id} not launched: {why}")
+    names = sorted({r.name for r in plan.roles} | {"router"})
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    sides = dict(zip(names, free_ports(len(names)), strict=True))
+    run_dir = runner.run_root / stack.id / "smoke"
+    dep = deployment_for(runner.matrix, stack, runner.model, Placement(
+        ports=lambda n: ports[n], side_ports=lambda n: sides[n], run_dir=run_dir), runner.local_models)
+    runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
+    launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=runner.launch_timeout_s)
+    t0 = time.monotonic()
+    try:
+        with launcher:
+            launch_s = time.monotonic() - t0
+            try:
+                first_s, text = one_completion(dep)
+            except (RuntimeError, OSError) as exc:
+                launcher.check_alive()
+                raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
+    except (LaunchError, MeasurementFailed) as exc:
+        causes = root_causes(run_dir / "logs")
+        raise MeasurementFailed((f"root cause: {causes}\n" if causes else "") + str(exc)) from None
+    runner.log(f"[infer] {stack.id}: healthy after {launch_s:.0f} s, first completion in {first_s:.2f} s: {text!r}")
+    return SmokeResult(launch_s, first_s, text)
 
 
 def _server_tails(launcher: LocalLauncher, dep: Deployment, n: int = 15) -> str:

@@ -44,13 +44,15 @@ def write_matrix(infer: InferSession) -> Path:
         "ratio per matched level", "details"])
     tol = infer.matrix.thresholds.composability_tolerance
     versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in infer.versions.items())
-    text = (f"# Composability matrix: {infer.gpu}\n\n"
+    suite = infer.suite or "composability"
+    text = (f"# {suite.capitalize()} matrix: {infer.gpu}\n\n"
             f"Model `{infer.model}`; {versions}; written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n"
-            f"Each stack against the best of its parts (proper subsets) at matched interactivity "
-            f"(tok/s/user = 1000 / median TPOT), per-GPU throughput; fail below {1 - tol:.2f}.\n\n"
-            f"{table}\n")
+            + (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
+               f"(tok/s/user = 1000 / median TPOT), per-GPU throughput; fail below {1 - tol:.2f}.\n\n"
+               if suite == "composability" else "Each stack launched and asked for one greedy completion.\n\n")
+            + f"{table}\n")
     infer.report_dir.mkdir(parents=True, exist_ok=True)
-    path = infer.report_dir / "composability.md"
+    path = infer.report_dir / f"{suite}.md"
     path.write_text(text)
     return path
 

@@ -17,7 +17,7 @@ def test_composability(stack: Stack, infer: InferSession, request: pytest.Fixtur
     try:
         verdict, measurement = infer.composability(stack)
     except MeasurementFailed as exc:
-        infer.record(request.node, stack, None, None, error=str(exc))
+        infer.record(request.node, stack, None, None, message=str(exc))
         pytest.fail(f"{stack.id}: could not be measured: {exc}", pytrace=False)
     infer.record(request.node, stack, verdict, measurement)
     if verdict.verdict == "inconclusive":
