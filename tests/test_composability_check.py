@@ -151,3 +151,16 @@ def test_known_broken_stack_xfails_with_what_was_seen_and_bigger_stacks_are_not_
     assert "xfail (known broken)" in rows["cpu-fake-broken"] and "https://example.org/issue/1" in rows["cpu-fake-broken"]
     assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]  # the root cause from the log
     assert "not launched: its part cpu-fake-broken fails" in rows["cpu-fake-fast+broken"]
+
+
+def test_smoke_suite_launches_each_stack_once_and_reports_known_broken(pytester: pytest.Pytester) -> None:
+    matrices = _fake_matrices(pytester.path / "m", opts=("fast", "broken"), levels="[1]", known_broken=BROKEN)
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "smoke", "--infer-matrices", str(matrices),
+                                           "--report-dir", str(reports), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, xfailed=2)
+    out = result.stdout.str()
+    assert out.count("smoke, launching") == 3  # base, fast, broken; fast+broken is not launched
+    md = (reports / "cpu" / "smoke.md").read_text()
+    assert "one greedy completion in" in md, md
+    assert "NotImplementedError: fake all_gatherv" in md, md

@@ -25,13 +25,18 @@ async def models(_: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
+async def completions(request: web.Request) -> web.StreamResponse | web.Response:
     if os.environ.get("FAKE_FAIL"):  # a stack that starts, then answers every request with a 500
         print("NotImplementedError: fake all_gatherv", flush=True)
         raise web.HTTPInternalServerError(text="EngineCore encountered an issue")
     body = await request.json()
     n = int(body.get("max_tokens") or 16)
     prompt = body.get("prompt", "")
+    if not body.get("stream"):
+        await asyncio.sleep(DELAY * n)
+        return web.json_response({"id": "x", "object": "text_completion", "model": "fake",
+                                  "choices": [{"index": 0, "text": "a" * n, "finish_reason": "length"}],
+                                  "usage": {"prompt_tokens": len(prompt), "completion_tokens": n}})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     global ACTIVE
