@@ -35,7 +35,8 @@ def suite_dir(name: str) -> Path:
     for candidate in (here / "suites" / name, here.parent / "suites" / name):
         if candidate.is_dir():
             return candidate
-    raise _usage(f"suite {name!r} is not installed next to {here}")
+    ready = [s for s in SUITES if (here / "suites" / s).is_dir() or (here.parent / "suites" / s).is_dir()]
+    raise _usage(f"suite {name!r} has no tests in this version yet; available: {', '.join(ready)}")
 
 
 def engine_version(matrix: Matrix, engine: str) -> str | None:
