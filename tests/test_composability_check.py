@@ -164,3 +164,29 @@ def test_smoke_suite_launches_each_stack_once_and_reports_known_broken(pytester:
     md = (reports / "cpu" / "smoke.md").read_text()
     assert "one greedy completion in" in md, md
     assert "NotImplementedError: fake all_gatherv" in md, md
+
+
+@needs_bench
+def test_xdist_launches_each_deployment_once_and_reports_match(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    matrices = _fake_matrices(pytester.path / "m", levels="[1, 4]")
+    reports = pytester.path / "r"
+    args = ["--gpu", "cpu", "--suite", "composability", "--infer-matrices", str(matrices), "--report-dir",
+            str(reports), "-p", "no:cacheprovider"]
+    parallel = pytester.runpytest_subprocess(*args, "-n", "2")
+    outcomes = parallel.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) + outcomes.get("skipped", 0) == 4
+    launches = (reports / "cpu" / "launches.log").read_text().splitlines()
+    launched = [ln.split()[-1] for ln in launches]
+    assert sorted(launched) == ["cpu-fake-base", "cpu-fake-fast", "cpu-fake-fast+slow", "cpu-fake-slow"], launches
+    assert len({ln.split()[1] for ln in launches}) == 1  # one session (run id) shared by both workers
+    md_parallel = (reports / "cpu" / "composability.md").read_text()
+    serial = pytester.runpytest_subprocess(*args, "-p", "no:xdist")
+    assert serial.parseoutcomes() == outcomes
+    assert len((reports / "cpu" / "launches.log").read_text().splitlines()) == 4  # all reused, none relaunched
+    md_serial = (reports / "cpu" / "composability.md").read_text()
+
+    def body(md: str) -> list[str]:
+        return [ln for ln in md.splitlines() if "written" not in ln]
+
+    assert body(md_parallel) == body(md_serial)

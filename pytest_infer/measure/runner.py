@@ -90,6 +90,16 @@ class Runner:
                 return m
             return self._launch_and_sweep(stack, key, m)
 
+    def _note_launch(self, stack: Stack) -> None:
+        """One line per launch in <report-dir>/<gpu>/launches.log: proof that no deployment runs twice."""
+        import os
+
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} run={self.run_id} pid={os.getpid()} {stack.id}\n"
+        path = self.run_root.parent / "launches.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:  # one short O_APPEND write: atomic across xdist workers
+            fh.write(line)
+
     def _failed_record(self, stack: Stack, key: str, error: str) -> Measurement:
         dep = self.plan(stack)
         return Measurement(key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version,
@@ -118,6 +128,7 @@ class Runner:
         m.status, m.error, m.run_id = "running", "", self.run_id
         self.store.save(m)
         self.launches.append(stack.id)
+        self._note_launch(stack)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
                  f"({dep.gpus} device(s)), logs in {run_dir}")
         launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
