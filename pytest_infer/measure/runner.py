@@ -106,21 +106,31 @@ class Runner:
                            gpu=stack.gpu, model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus,
                            workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
 
-    def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
+    def launchable(self, stack: Stack, run_dir: Path) -> Deployment:
+        """The deployment with free local ports; MeasurementFailed if this machine lacks the devices."""
         from pytest_infer.launch.gpus import preflight
-        from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
+        from pytest_infer.launch.local import free_ports
 
-        workload = self.matrix.workload(stack.gpu)
-        run_dir = self.run_root / stack.id
         plan = self.plan(stack)
         why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, max(r.gpus for r in plan.roles))
         if why:
-            return self._failed_record(stack, key, f"{stack.id} not launched: {why}")
+            raise MeasurementFailed(f"{stack.id} not launched: {why}")
         names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         sides = dict(zip(names, free_ports(len(names)), strict=True))
         placement = Placement(ports=lambda name: ports[name], side_ports=lambda name: sides[name], run_dir=run_dir)
-        dep = deployment_for(self.matrix, stack, self.model, placement, self.local_models)
+        return deployment_for(self.matrix, stack, self.model, placement, self.local_models)
+
+    def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
+        from pytest_infer.launch.local import LaunchError, LocalLauncher
+
+        workload = self.matrix.workload(stack.gpu)
+        run_dir = self.run_root / stack.id
+        plan = self.plan(stack)
+        try:
+            dep = self.launchable(stack, run_dir)
+        except MeasurementFailed as exc:
+            return self._failed_record(stack, key, str(exc))
         m = previous if previous is not None and previous.status != "failed" else Measurement(
             key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
             model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=workload,
@@ -195,20 +205,11 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
 
 def smoke(runner: Runner, stack: Stack) -> SmokeResult:
     """Launch the stack and send one greedy completion; raises MeasurementFailed with the root cause."""
-    from pytest_infer.launch.gpus import preflight
-    from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
+    from pytest_infer.launch.local import LaunchError, LocalLauncher
     from pytest_infer.measure.smoke import SmokeResult, one_completion
 
-    plan = runner.plan(stack)
-    why = preflight(stack.gpu, runner.matrix.gpus[stack.gpu].vendor, max(r.gpus for r in plan.roles))
-    if why:
-        raise MeasurementFailed(f"{stack.id} not launched: {why}")
-    names = sorted({r.name for r in plan.roles} | {"router"})
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
-    sides = dict(zip(names, free_ports(len(names)), strict=True))
     run_dir = runner.run_root / stack.id / "smoke"
-    dep = deployment_for(runner.matrix, stack, runner.model, Placement(
-        ports=lambda n: ports[n], side_ports=lambda n: sides[n], run_dir=run_dir), runner.local_models)
+    dep = runner.launchable(stack, run_dir)
     runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
     launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=runner.launch_timeout_s)
     t0 = time.monotonic()
