@@ -46,7 +46,6 @@ class Runner:
     fresh: bool = False  # ignore stored measurements
     run_id: str = ""  # one per pytest session, shared by xdist workers: a failure is not retried within it
     log: Callable[[str], None] = print
-    launches: list[str] = field(default_factory=list)  # stack ids launched this session, in order
     _cache: dict[str, Measurement] = field(default_factory=dict)
 
     def plan(self, stack: Stack) -> Deployment:
@@ -137,7 +136,6 @@ class Runner:
             argv={r.name: r.argv for r in plan.roles})
         m.status, m.error, m.run_id = "running", "", self.run_id
         self.store.save(m)
-        self.launches.append(stack.id)
         self._note_launch(stack)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
                  f"({dep.gpus} device(s)), logs in {run_dir}")
