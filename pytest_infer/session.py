@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,12 +198,7 @@ class InferSession:
         """One launch, one greedy completion (no sweep, nothing stored)."""
         from pytest_infer.measure.runner import smoke
 
-        kb = self.known_broken(stack)
-        for part in stack.parts():  # as for measurements: a part broken by the same entry is the evidence
-            why = self._smoke_failures.get(part.id)
-            if kb is not None and why and self.known_broken(part) == kb:
-                raise MeasurementFailed(f"not launched: its part {part.id} fails under the same known-broken "
-                                        f"entry [{kb.issue}]: {why}")
+        self._fail_fast_on_broken_part(stack, lambda part: self._smoke_failures.get(part.id))
         try:
             return smoke(self.runner(stack.engine), stack)
         except MeasurementFailed as exc:
@@ -218,7 +214,7 @@ class InferSession:
 
     def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
         """The stack against the best of its measurable parts at matched interactivity."""
-        self._fail_fast_on_broken_part(stack)
+        self._fail_fast_on_broken_part(stack, self._measure_failure)
         m = self.measure(stack)
         tol = self.matrix.thresholds.composability_tolerance
         if not stack.opts:
@@ -239,9 +235,16 @@ class InferSession:
             verdict.message += "\n" + "\n".join(notes)
         return verdict, m
 
-    def _fail_fast_on_broken_part(self, stack: Stack) -> None:
+    def _measure_failure(self, part: Stack) -> str | None:
+        try:
+            self.measure(part)
+        except MeasurementFailed as exc:
+            return str(exc).splitlines()[0]
+        return None
+
+    def _fail_fast_on_broken_part(self, stack: Stack, failure_of: Callable[[Stack], str | None]) -> None:
         """A known-broken stack whose smaller part fails under the same registry entry is not launched:
-        the part's failure (measured this session) is the evidence. When upstream fixes it, the part
+        the part's failure (seen this session) is the evidence. When upstream fixes it, the part
         XPASSes first and the registry gets updated, then the bigger stacks run again."""
         kb = self.known_broken(stack)
         if kb is None:
@@ -249,11 +252,10 @@ class InferSession:
         for part in stack.parts():
             if self.known_broken(part) != kb or self.unsupported(part):
                 continue
-            try:
-                self.measure(part)
-            except MeasurementFailed as exc:
+            why = failure_of(part)
+            if why:
                 raise MeasurementFailed(f"not launched: its part {part.id} fails under the same known-broken "
-                                        f"entry [{kb.issue}]: {str(exc).splitlines()[0]}") from None
+                                        f"entry [{kb.issue}]: {why}")
 
     def record(self, item: pytest.Item, stack: Stack, verdict: Verdict | None, m: Measurement | None,
                message: str = "") -> None:
