@@ -148,6 +148,13 @@ class KnownBrokenFile(_Strict):
 
 class Thresholds(_Strict):
     composability_tolerance: float = Field(default=0.05, ge=0, lt=1)
+    # Two-sided confidence of the interval on a throughput ratio (a verdict needs the whole interval
+    # on one side of the margin).
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Samples per side from which the interval is bootstrapped instead of a log-space t interval.
+    bootstrap_from: int = Field(default=10, ge=3)
+    # A stack with MTP whose acceptance rate falls below this share of MTP alone's is flagged.
+    mtp_acceptance_collapse: float = Field(default=0.5, gt=0, le=1)
 
 
 class Workload(_Strict):
@@ -159,6 +166,7 @@ class Workload(_Strict):
     min_prompts: int = Field(8, ge=1)
     warmups: int = Field(2, ge=0)
     seed: int = 0
+    repeats: int = Field(3, ge=1, description="sweeps per deployment; each ratio's interval needs >= 2")
 
 
 class WorkloadsFile(_Strict):

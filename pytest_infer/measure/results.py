@@ -33,6 +33,10 @@ class Level(BaseModel):
     p99_ttft_ms: float
     p99_tpot_ms: float
     source: str = ""  # raw result file
+    repeat: int = 0  # which sweep of the deployment this level belongs to
+    # Engine metrics scraped around the level, per role: what explains the numbers (spec-decode
+    # acceptance, KV-cache usage, preemptions, KV transfers).
+    metrics: dict[str, dict[str, float]] = {}
 
     @classmethod
     def from_bench(cls, data: dict[str, Any], gpus: int, decode_gpus: int, source: str) -> Level:
@@ -92,5 +96,15 @@ class Measurement(BaseModel):
     launch_s: float = 0.0  # time to healthy
     run_id: str = ""  # the pytest session that measured it
 
-    def level(self, concurrency: int) -> Level | None:
-        return next((lv for lv in self.levels if lv.concurrency == concurrency), None)
+    def level(self, concurrency: int, repeat: int = 0) -> Level | None:
+        return next((lv for lv in self.levels if lv.concurrency == concurrency and lv.repeat == repeat), None)
+
+    def sweeps(self) -> list[list[Level]]:
+        """Levels grouped by repeat, in repeat order: one curve each."""
+        by: dict[int, list[Level]] = {}
+        for lv in self.levels:
+            by.setdefault(lv.repeat, []).append(lv)
+        return [by[r] for r in sorted(by)]
+
+    def complete(self, concurrency: list[int], repeats: int) -> bool:
+        return all(self.level(c, r) for r in range(repeats) for c in concurrency)
