@@ -265,9 +265,11 @@ class InferSession:
             row["message"] = message
         if m is not None:
             row.update(gpus=m.gpus, launch_s=round(m.launch_s, 1), levels=[
-                {"concurrency": lv.concurrency, "interactivity": round(lv.interactivity, 2),
-                 "per_gpu_throughput": round(lv.per_gpu_throughput, 1), "median_ttft_ms": round(lv.median_ttft_ms, 1)}
-                for lv in m.levels])
+                {"concurrency": lv.concurrency, "repeat": lv.repeat, "interactivity": round(lv.interactivity, 2),
+                 "per_gpu_throughput": round(lv.per_gpu_throughput, 1),
+                 "per_decode_gpu_output_throughput": round(lv.per_decode_gpu_output_throughput, 1),
+                 "median_ttft_ms": round(lv.median_ttft_ms, 1), **({"metrics": lv.metrics} if lv.metrics else {})}
+                for lv in m.levels], decode_gpus=m.decode_gpus)
         if verdict is not None:
             row.update(verdict=verdict.verdict, message=verdict.message, tolerance=verdict.tolerance)
             worst = verdict.worst
