@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_infer.analysis.checks import Verdict, composability
-from pytest_infer.analysis.curve import Curve, Point
+from pytest_infer.analysis.checks import Stats, Verdict, acceptance_collapse, composability
+from pytest_infer.analysis.curve import Point, Sweeps
 from pytest_infer.matrix import KnownBroken, Matrix, MatrixError, default_root
 from pytest_infer.measure.results import Measurement
 from pytest_infer.measure.runner import MeasurementFailed, Runner
@@ -209,31 +209,49 @@ class InferSession:
         return self.runner(stack.engine).measure(stack)
 
     @staticmethod
-    def curve(m: Measurement, name: str) -> Curve:
-        return Curve.from_points(name, [Point(lv.interactivity, lv.per_gpu_throughput) for lv in m.levels])
+    def sweeps(m: Measurement, name: str) -> Sweeps:
+        return Sweeps.from_levels(name, [(lv.repeat, lv.concurrency, Point(lv.interactivity, lv.per_gpu_throughput))
+                                         for lv in m.levels])
+
+    @property
+    def stats(self) -> Stats:
+        t = self.matrix.thresholds
+        return Stats(t.composability_tolerance, t.confidence, t.bootstrap_from)
 
     def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
         """The stack against the best of its measurable parts at matched interactivity."""
         self._fail_fast_on_broken_part(stack, self._measure_failure)
         m = self.measure(stack)
-        tol = self.matrix.thresholds.composability_tolerance
         if not stack.opts:
-            return Verdict(stack.id, "composability", "pass", tol,
-                           f"reference measured at {len(m.levels)} level(s)"), m
-        parts, notes = [], []
+            return Verdict(stack.id, "composability", "pass", self.stats.tolerance,
+                           f"reference measured: {len(m.levels)} level(s) over {len(m.sweeps())} repeat(s)"), m
+        parts, notes, measured = [], [], {}
         for part in stack.parts():
-            why = self.unsupported(part)
-            if why:
+            if self.unsupported(part):
                 continue
             try:
-                parts.append(self.curve(self.measure(part), part.label))
+                measured[part.label] = pm = self.measure(part)
+                parts.append(self.sweeps(pm, part.label))
             except MeasurementFailed as exc:
                 notes.append(f"part {part.label} could not be measured: {str(exc).splitlines()[0]}")
-        verdict = composability(self.curve(m, stack.label), parts, tol)
+        verdict = composability(self.sweeps(m, stack.label), parts, self.stats)
         verdict.stack = stack.id
+        collapse = self._mtp_collapse(stack, m, measured.get("mtp"))
+        if collapse:
+            verdict.verdict = "fail"
+            verdict.message = f"{collapse}; throughput: {verdict.message}"
         if notes:
             verdict.message += "\n" + "\n".join(notes)
         return verdict, m
+
+    def _mtp_collapse(self, stack: Stack, m: Measurement, mtp: Measurement | None) -> str | None:
+        """MTP's acceptance rate in the stack against MTP alone, from the scraped engine metrics."""
+        if "mtp" not in stack.opts or stack.opts == ("mtp",) or mtp is None:
+            return None
+        rate, alone = acceptance(m), acceptance(mtp)
+        if rate is None or alone is None:
+            return None
+        return acceptance_collapse(stack.id, rate, alone, self.matrix.thresholds.mtp_acceptance_collapse)
 
     def _measure_failure(self, part: Stack) -> str | None:
         try:
@@ -270,16 +288,25 @@ class InferSession:
                  "per_decode_gpu_output_throughput": round(lv.per_decode_gpu_output_throughput, 1),
                  "median_ttft_ms": round(lv.median_ttft_ms, 1), **({"metrics": lv.metrics} if lv.metrics else {})}
                 for lv in m.levels], decode_gpus=m.decode_gpus)
+        if m is not None and (rate := acceptance(m)) is not None:
+            row["mtp_acceptance_rate"] = round(rate, 4)
         if verdict is not None:
             row.update(verdict=verdict.verdict, message=verdict.message, tolerance=verdict.tolerance)
+            if verdict.repeats_needed:
+                row["repeats_needed"] = verdict.repeats_needed
             worst = verdict.worst
             if worst is not None:
-                row.update(worst_ratio=round(worst.ratio, 4), worst_interactivity=round(worst.interactivity, 2),
+                row.update(worst_ratio=round(worst.ratio, 4), worst_low=round(worst.interval.low, 4),
+                           worst_high=round(worst.interval.high, 4), interval_method=worst.interval.method,
+                           worst_interactivity=round(worst.interactivity, 2),
                            best_part=worst.part, stack_throughput=round(worst.stack_throughput, 1),
                            part_throughput=round(worst.part_throughput, 1),
-                           ratios={f"{lc.interactivity:.2f}": round(lc.ratio, 4) for lc in verdict.levels})
+                           ratios={f"{lc.interactivity:.2f}": round(lc.ratio, 4) for lc in verdict.levels},
+                           intervals={f"{lc.interactivity:.2f}": [round(lc.interval.low, 4), round(lc.interval.high, 4)]
+                                      for lc in verdict.levels})
         item.user_properties.append((PROPERTY, json.dumps(row)))
-        for k in ("verdict", "worst_ratio", "worst_interactivity", "best_part", "stack_throughput", "part_throughput"):
+        for k in ("verdict", "worst_ratio", "worst_low", "worst_high", "worst_interactivity", "best_part",
+                  "stack_throughput", "part_throughput", "mtp_acceptance_rate", "repeats_needed"):
             if k in row:
                 item.user_properties.append((k, row[k]))
 
@@ -335,11 +362,16 @@ class InferSession:
             row.outcome, row.detail = "passed", str(row.props.get("message", ""))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        for runner in self._runners.values():
+            runner.close()
         if hasattr(self.config, "workerinput") or self.config.getoption("infer_plan") or not self.rows:
             return
         from pytest_infer.report.markdown import write_matrix
+        from pytest_infer.report.plots import write_plots
 
-        self.matrix_path = write_matrix(self)
+        suite = self.suite or "composability"
+        plots = write_plots(self, suite) if suite == "composability" else []
+        self.matrix_path = write_matrix(self, plots)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:  # GitHub Actions shows it on the run's page
             with open(summary, "a") as fh:
@@ -358,6 +390,15 @@ class InferSession:
         if self.config.option.xmlpath:
             terminalreporter.write_line(f"junit: {self.config.option.xmlpath}")
         terminalreporter.write_line(f"wall time: {time.monotonic() - self.started:.0f} s")
+
+
+def acceptance(m: Measurement) -> float | None:
+    """Speculative-decoding acceptance over every level and role of a measurement."""
+    from pytest_infer.measure.metrics import acceptance_rate
+
+    got = [r for lv in m.levels if (r := acceptance_rate(lv.metrics)) is not None]
+    drafted = sum(d for _, d in got)
+    return sum(a for a, _ in got) / drafted if drafted else None
 
 
 def _first_line(text: str) -> str:

@@ -8,10 +8,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pytest_infer.analysis.checks import composability
-from pytest_infer.analysis.curve import Curve, Point, pareto_frontier
+from pytest_infer.analysis.checks import Stats, composability
+from pytest_infer.analysis.curve import Curve, Point, Sweeps, pareto_frontier
 
 pytest_plugins = ["pytester"]
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -19,6 +20,17 @@ FAKES = Path(__file__).resolve().parent / "fakes"
 
 def _curve(name: str, pts: list[tuple[float, float]]) -> Curve:
     return Curve.from_points(name, [Point(x, y) for x, y in pts])
+
+
+def _sweeps(name: str, pts: list[tuple[float, float]], repeats: int = 1, noise: float = 0.0,
+            seed: int = 0) -> Sweeps:
+    """`repeats` noisy copies of one curve (multiplicative noise on throughput, as measured)."""
+    rng = np.random.default_rng(seed)
+    return Sweeps.from_levels(name, [(r, c, Point(x, y * float(np.exp(rng.normal(0, noise)))))
+                                     for r in range(repeats) for c, (x, y) in enumerate(pts)])
+
+
+STATS = Stats(tolerance=0.05)
 
 
 def test_frontier_drops_dominated_points() -> None:
@@ -34,34 +46,89 @@ def test_interpolation_is_monotone_and_never_extrapolates() -> None:
 
 
 def test_a_stack_slower_than_a_part_fails_with_the_numbers() -> None:
-    base = _curve("base", [(100, 1600), (250, 1000), (400, 400)])
-    mtp = _curve("mtp", [(100, 1700), (250, 1100), (400, 450)])
-    stack = _curve("disagg+mtp", [(100, 1650), (250, 900), (400, 460)])
-    v = composability(stack, [base, mtp], tolerance=0.05)
+    base = _sweeps("base", [(100, 1600), (250, 1000), (400, 400)])
+    mtp = _sweeps("mtp", [(100, 1700), (250, 1100), (400, 450)])
+    stack = _sweeps("disagg+mtp", [(100, 1650), (250, 900), (400, 460)])
+    v = composability(stack, [base, mtp], STATS)
     assert v.verdict == "fail"
     worst = v.worst
     assert worst is not None and worst.part == "mtp" and worst.interactivity == 250
     assert worst.ratio == pytest.approx(900 / 1100)
     assert "ratio 0.818" in v.message and "900.0 vs mtp 1100.0" in v.message
-    assert "wins at 400.0" in v.message  # the crossover is named, not averaged away
+    assert "wins at 400.0" in v.message and "loses at 250.0" in v.message  # named, not averaged away
+    assert "one sample per side: no interval" in v.message
 
 
 def test_a_stack_within_tolerance_passes() -> None:
-    base = _curve("base", [(100, 1600), (250, 1000)])
-    stack = _curve("mtp", [(100, 1560), (250, 1200)])
-    v = composability(stack, [base], tolerance=0.05)
+    base = _sweeps("base", [(100, 1600), (250, 1000)])
+    stack = _sweeps("mtp", [(100, 1560), (250, 1200)])
+    v = composability(stack, [base], STATS)
     assert v.verdict == "pass" and v.worst is not None and v.worst.ratio == pytest.approx(0.975)
 
 
 def test_no_common_interactivity_is_decided_only_by_dominance() -> None:
-    base = _curve("base", [(100, 1600), (250, 1000)])
-    dominated = _curve("mtp", [(50, 800), (80, 500)])
-    assert composability(dominated, [base], 0.05).verdict == "fail"
-    dominating = _curve("mtp", [(300, 1700), (500, 1200)])
-    assert composability(dominating, [base], 0.05).verdict == "pass"
-    elsewhere = _curve("mtp", [(300, 900), (500, 600)])
-    v = composability(elsewhere, [base], 0.05)
+    base = _sweeps("base", [(100, 1600), (250, 1000)])
+    dominated = _sweeps("mtp", [(50, 800), (80, 500)])
+    assert composability(dominated, [base], STATS).verdict == "fail"
+    dominating = _sweeps("mtp", [(300, 1700), (500, 1200)])
+    assert composability(dominating, [base], STATS).verdict == "pass"
+    elsewhere = _sweeps("mtp", [(300, 900), (500, 600)])
+    v = composability(elsewhere, [base], STATS)
     assert v.verdict == "inconclusive" and "no interactivity level in common" in v.message
+
+
+CURVE = [(60.0, 2600.0), (150.0, 1800.0), (190.0, 360.0)]
+
+
+def test_a_real_slowdown_fails_with_its_interval() -> None:
+    base = _sweeps("base", CURVE, repeats=3, noise=0.02, seed=1)
+    slow = _sweeps("slow", [(x, y * 0.8) for x, y in CURVE], repeats=3, noise=0.02, seed=2)
+    v = composability(slow, [base], STATS)
+    assert v.verdict == "fail" and v.worst is not None
+    iv = v.worst.interval
+    assert iv.method == "t" and iv.high < 0.95 and iv.low < 0.8 < iv.high
+    assert f"[{iv.low:.3f}, {iv.high:.3f}] (95% t interval, n=3/3)" in v.message
+
+
+def test_an_a_a_pair_passes() -> None:
+    a = _sweeps("base", CURVE, repeats=3, noise=0.01, seed=3)
+    b = _sweeps("same", CURVE, repeats=3, noise=0.01, seed=4)
+    v = composability(b, [a], STATS)
+    assert v.verdict == "pass", v.message
+    assert all(lc.interval.low >= 0.95 and lc.interval.low <= 1 <= lc.interval.high * 1.03 for lc in v.levels)
+
+
+def test_too_few_repeats_for_the_noise_is_inconclusive_and_says_how_many_more() -> None:
+    a = _sweeps("base", CURVE, repeats=3, noise=0.06, seed=5)
+    b = _sweeps("same", CURVE, repeats=3, noise=0.06, seed=6)
+    v = composability(b, [a], STATS)
+    assert v.verdict == "inconclusive", v.message
+    assert v.repeats_needed is not None and v.repeats_needed > 3
+    assert f"about {v.repeats_needed} repeats per level (now 3)" in v.message
+
+
+def test_crossover_with_intervals_is_named() -> None:
+    base = _sweeps("base", CURVE, repeats=4, noise=0.01, seed=7)
+    stack = _sweeps("mtp", [(60.0, 2000.0), (150.0, 1800.0), (190.0, 500.0)], repeats=4, noise=0.01, seed=8)
+    v = composability(stack, [base], STATS)
+    assert v.verdict == "fail" and "crossover: it wins at 190.0 and loses at 60.0 tok/s/user" in v.message
+
+
+def test_log_t_interval_covers_the_true_ratio_at_its_confidence() -> None:
+    """A/A on synthetic lognormal noise: the 95% interval holds 1 about 95% of the time, and the check
+    judges far fewer than 5% of A/A pairs a failure (the margin sits outside the interval's usual reach)."""
+    from pytest_infer.analysis.stats import ratio_interval
+
+    rng = np.random.default_rng(0)
+    def lognormal(mu: float, n: int) -> list[float]:
+        return [float(v) for v in np.exp(rng.normal(mu, 0.03, n))]
+
+    ivs = [ratio_interval(lognormal(0, 3), lognormal(0, 3)) for _ in range(2000)]
+    covered = sum(iv.low <= 1 <= iv.high for iv in ivs) / len(ivs)
+    assert 0.93 <= covered <= 0.97
+    assert sum(iv.decide(0.95) == "fail" for iv in ivs) / len(ivs) < 0.02
+    boot = ratio_interval(lognormal(0.1, 12), lognormal(0, 12))
+    assert boot.method == "bootstrap" and boot.low < np.exp(0.1) < boot.high
 
 
 FAKE_ENGINE = """
@@ -75,6 +142,8 @@ optimizations:
   fast: {{env: {{FAKE_TOKEN_DELAY: "0.001"}}}}
   slow: {{env: {{FAKE_TOKEN_DELAY: "0.004"}}}}
   broken: {{env: {{FAKE_FAIL: "1"}}}}
+  mtp: {{env: {{FAKE_SPEC_ACCEPT: "0.6", FAKE_TOKEN_DELAY: "0.001"}}}}
+  pd: {{env: {{FAKE_SPEC_ACCEPT: "0.1"}}}}
 gpus:
   cpu: {{unsupported: {{}}}}
 """
@@ -96,7 +165,7 @@ def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels:
     (root / "known_broken.yaml").write_text(known_broken)
     engine = FAKE_ENGINE.format(python=sys.executable, server=FAKES / "openai_server.py")
     engine = "\n".join(ln for ln in engine.splitlines() if not any(
-        ln.startswith(f"  {o}:") for o in ("fast", "slow", "broken") if o not in opts))
+        ln.startswith(f"  {o}:") for o in ("fast", "slow", "broken", "mtp", "pd") if o not in opts))
     (root / "engines" / "fake.yaml").write_text(engine + "\n")
     assert (shipped / "gpus.yaml").exists()
     return root
@@ -128,6 +197,32 @@ def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.P
     assert props["verdict"] == "fail" and float(props["worst_ratio"] or 1) < 0.5, props
     row = json.loads(props["infer"] or "{}")
     assert row["best_part"] == "base" and row["stack_throughput"] < row["part_throughput"]
+    assert row["worst_low"] <= row["worst_ratio"] <= row["worst_high"] < 0.95 and row["interval_method"] == "t"
+    assert sorted({lv["repeat"] for lv in row["levels"]}) == [0, 1, 2]
+    # The levels section and the plot: each stack's frontier beside its parts', linked from the matrix.
+    assert "## Levels" in md and "| `cpu-fake-slow` |" in md.split("## Levels")[1]
+    png = reports / "cpu" / "composability-fake.png"
+    assert "](composability-fake.png)" in md and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # three panels with curves, not an empty canvas
+
+
+@needs_bench
+def test_mtp_acceptance_collapse_is_flagged_with_both_rates(pytester: pytest.Pytester) -> None:
+    """Fake servers publish vLLM's spec-decode counters: with `pd` the draft acceptance falls from 0.6
+    to 0.1 (upstream, MTP + NIXL PD silently dropped the draft KV); the scraped rates flag it."""
+    matrices = _fake_matrices(pytester.path / "m", opts=("mtp", "pd"), levels="[1, 4]")
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider",
+                                           "--stack", "mtp or mtp+pd or base")
+    out = result.stdout.str()
+    assert "cpu-fake-mtp+pd composability: cpu-fake-mtp+pd: MTP acceptance rate collapsed to 0.100 against " \
+           "0.600 for MTP alone" in out, out
+    assert "cpu-fake-mtp: c=1 r=0" in out and "server acceptance 0.60" in out
+    md = (reports / "cpu" / "composability.md").read_text()
+    rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
+    assert "FAIL" in rows["cpu-fake-mtp+pd"] and "| 0.10 |" in rows["cpu-fake-mtp+pd"]
+    assert "| 0.60 |" in rows["cpu-fake-mtp"]
 
 
 BROKEN = """known_broken:

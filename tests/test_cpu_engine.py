@@ -41,9 +41,14 @@ def test_base_stack_is_measured_on_the_real_engine(pytester: pytest.Pytester, tm
     stored = list((reports / "cpu" / "results").glob("cpu-vllm-base-*.json"))
     assert len(stored) == 1
     m = json.loads(stored[0].read_text())
-    assert m["status"] == "ok" and [lv["concurrency"] for lv in m["levels"]] == [1, 4, 16]
+    assert m["status"] == "ok"
+    assert sorted((lv["repeat"], lv["concurrency"]) for lv in m["levels"]) == [
+        (r, c) for r in range(3) for c in (1, 4, 16)]
     for lv in m["levels"]:
         assert lv["failed"] == 0 and lv["completed"] == lv["num_prompts"] and lv["per_gpu_throughput"] > 0
+        # Engine metrics scraped around each level: the server's requests and its KV-cache usage.
+        server = lv["metrics"]["server"]
+        assert server["requests_finished"] >= lv["completed"] and 0 < server["kv_cache_usage_max"] <= 1
     # The second run reuses the stored sweep: nothing is launched again.
     again = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--stack", "base",
                                           "--report-dir", str(reports), timeout=300)

@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
-from pytest_infer.analysis.curve import Curve, Point
+from pytest_infer.analysis.curve import Curve, Point, Sweeps
+from pytest_infer.analysis.stats import RatioInterval, ratio_interval
 
 VerdictKind = Literal["pass", "fail", "inconclusive"]
 
 
 @dataclass(frozen=True)
+class Stats:
+    tolerance: float = 0.05
+    confidence: float = 0.95
+    bootstrap_from: int = 10
+
+    @property
+    def threshold(self) -> float:
+        return 1 - self.tolerance
+
+
+@dataclass(frozen=True)
 class LevelComparison:
     interactivity: float
-    stack_throughput: float
+    stack_throughput: float  # geometric mean over the stack's repeats at this interactivity
     part: str
     part_throughput: float
+    interval: RatioInterval
 
     @property
     def ratio(self) -> float:
-        return self.stack_throughput / self.part_throughput
+        return self.interval.ratio
+
+    def describe(self, stack: str) -> str:
+        return (f"at {self.interactivity:.1f} tok/s/user: {stack} {self.stack_throughput:.1f} vs {self.part} "
+                f"{self.part_throughput:.1f} tok/s/GPU, ratio {self.interval}")
 
 
 @dataclass
@@ -31,56 +48,77 @@ class Verdict:
     tolerance: float
     message: str
     levels: list[LevelComparison] = field(default_factory=list)
+    repeats_needed: int | None = None  # inconclusive: repeats per level that would decide it
 
     @property
     def worst(self) -> LevelComparison | None:
         return min(self.levels, key=lambda lc: lc.ratio) if self.levels else None
 
-    def as_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["levels"] = [{**asdict(lc), "ratio": lc.ratio} for lc in self.levels]
-        return d
+
+def _grid(stack: Sweeps, parts: Sequence[Sweeps]) -> list[float]:
+    """Matched interactivity: the mean curves' frontier points, moved into the range every repeat of the
+    stack covers, kept where every repeat of some part covers them too."""
+    lo, hi = stack.common_span
+    xs = sorted({min(max(p.interactivity, lo), hi) for s in (stack, *parts) for p in s.mean.frontier})
+    out: list[float] = []
+    for x in xs:
+        if any(p.covers(x) for p in parts) and (not out or x > out[-1] * 1.005):
+            out.append(x)
+    return out
 
 
-def _grid(stack: Curve, parts: Sequence[Curve]) -> list[float]:
-    """Interactivity levels where the stack and at least one part are both measured."""
-    xs = {p.interactivity for c in (stack, *parts) for p in c.frontier}
-    return sorted(x for x in xs if stack.covers(x) and any(c.covers(x) for c in parts))
+def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> LevelComparison:
+    """The stack against the part with the highest mean throughput at interactivity x."""
+    import math
+
+    best = max((p for p in parts if p.covers(x)), key=lambda p: sum(p.at(x)) / len(p.at(x)))
+    ys, yp = stack.at(x), best.at(x)
+    iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from)
+
+    def gmean(v: list[float]) -> float:
+        return math.exp(sum(math.log(y) for y in v) / len(v))
+
+    return LevelComparison(x, gmean(ys), best.name, gmean(yp), iv)
 
 
-def composability(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdict:
-    """Does the stack beat the best of its parts at matched interactivity (within `tolerance`)?"""
-    name = stack.name
+def composability(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> Verdict:
+    """Does the stack keep up with the best of its parts at matched interactivity (within the margin)?"""
+    name, tol, thr = stack.name, stats.tolerance, stats.threshold
     if not parts:
-        return Verdict(name, "composability", "inconclusive", tolerance, "no part could be measured")
-    levels: list[LevelComparison] = []
-    for x in _grid(stack, parts):
-        values = [(c.at(x), c.name) for c in parts]
-        best_y, best_name = max((v, n) for v, n in values if v is not None)
-        y = stack.at(x)
-        assert y is not None
-        levels.append(LevelComparison(x, y, best_name, best_y))
+        return Verdict(name, "composability", "inconclusive", tol, "no part could be measured")
+    levels = [compare_at(x, stack, parts, stats) for x in _grid(stack, parts)]
     if not levels:
-        return _no_overlap(stack, parts, tolerance)
+        return _no_overlap(stack.mean, [p.mean for p in parts], tol)
+    decided = {lc.interactivity: lc.interval.decide(thr) for lc in levels}
+    losing = [lc for lc in levels if decided[lc.interactivity] == "fail"]
     worst = min(levels, key=lambda lc: lc.ratio)
-    where = (f"at {worst.interactivity:.1f} tok/s/user: {name} {worst.stack_throughput:.1f} vs "
-             f"{worst.part} {worst.part_throughput:.1f} tok/s/GPU, ratio {worst.ratio:.3f}")
-    if worst.ratio < 1 - tolerance:
-        losing = [lc for lc in levels if lc.ratio < 1 - tolerance]
-        winning = [lc for lc in levels if lc.ratio >= 1]
+    if losing:
+        worst = min(losing, key=lambda lc: lc.ratio)
+        winning = [lc for lc in levels if lc.interval.low > 1 or (lc.interval.method == "point" and lc.ratio > 1)]
         cross = ""
         if winning:
-            cross = (f"; it wins at {', '.join(f'{lc.interactivity:.1f}' for lc in winning)} tok/s/user and "
-                     f"loses at {', '.join(f'{lc.interactivity:.1f}' for lc in losing)}")
-        return Verdict(name, "composability", "fail", tolerance,
-                       f"{name} is slower than its part {worst.part} beyond the {tolerance:.0%} tolerance "
-                       f"{where}{cross}", levels)
-    return Verdict(name, "composability", "pass", tolerance,
-                   f"{name} keeps up with its best part at {len(levels)} matched level(s); worst {where}", levels)
+            cross = (f"; crossover: it wins at {', '.join(f'{lc.interactivity:.1f}' for lc in winning)} "
+                     f"and loses at {', '.join(f'{lc.interactivity:.1f}' for lc in losing)} tok/s/user")
+        return Verdict(name, "composability", "fail", tol,
+                       f"{name} is slower than its part {worst.part} beyond the {tol:.0%} margin "
+                       f"{worst.describe(name)}{cross}", levels)
+    open_ = [lc for lc in levels if decided[lc.interactivity] == "inconclusive"]
+    if open_:
+        hardest = max(open_, key=lambda lc: lc.interval.repeats_to_decide(thr) or 10**6)
+        need = hardest.interval.repeats_to_decide(thr)
+        more = (f"about {need} repeats per level (now {min(hardest.interval.n_a, hardest.interval.n_b)}) would "
+                f"decide it if the spread holds" if need else "the estimate sits on the margin")
+        return Verdict(name, "composability", "inconclusive", tol,
+                       f"the interval straddles the margin {thr:.2f} {hardest.describe(name)}; {more}",
+                       levels, repeats_needed=need)
+    single = " (one sample per level: point estimates)" if worst.interval.method == "point" else ""
+    return Verdict(name, "composability", "pass", tol,
+                   f"{name} keeps up with its best part at {len(levels)} matched level(s){single}; worst "
+                   f"{worst.describe(name)}", levels)
 
 
 def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdict:
-    """No shared interactivity: decide only when one side dominates point by point."""
+    """No shared interactivity: decide only when one side dominates point by point (mean curves)."""
     def beaten(p: Point, by: Curve, margin: float) -> bool:
         """Some point of `by` is at least as interactive and more than `margin` ahead in throughput."""
         return any(q.interactivity >= p.interactivity and q.throughput * margin > p.throughput for q in by.frontier)
@@ -104,3 +142,11 @@ def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdi
     return Verdict(stack.name, "composability", "inconclusive", tolerance,
                    f"no interactivity level in common with any part ({spans} tok/s/user); "
                    f"measure more concurrency levels to compare")
+
+
+def acceptance_collapse(stack: str, rate: float, mtp_alone: float, share: float) -> str | None:
+    """Upstream, MTP + NIXL PD silently dropped the draft KV: the stack kept running, its acceptance fell."""
+    if mtp_alone > 0 and rate < share * mtp_alone:
+        return (f"{stack}: MTP acceptance rate collapsed to {rate:.3f} against {mtp_alone:.3f} for MTP alone "
+                f"(flagged below {share:.0%} of it)")
+    return None

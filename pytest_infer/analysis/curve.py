@@ -53,3 +53,38 @@ def pareto_frontier(points: Sequence[Point]) -> list[Point]:
             out.append(p)
             best = p.throughput
     return out[::-1]
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    """One deployment measured `len(repeats)` times: a curve per repeat, and their mean curve."""
+
+    name: str
+    repeats: tuple[Curve, ...]
+    mean: Curve
+
+    @classmethod
+    def from_levels(cls, name: str, levels: Sequence[tuple[int, int, Point]]) -> Sweeps:
+        """(repeat, concurrency, point) triples; the mean curve averages each concurrency's repeats."""
+        by_rep: dict[int, list[Point]] = {}
+        by_conc: dict[int, list[Point]] = {}
+        for rep, conc, p in levels:
+            by_rep.setdefault(rep, []).append(p)
+            by_conc.setdefault(conc, []).append(p)
+        mean = [Point(float(np.mean([p.interactivity for p in ps])), float(np.mean([p.throughput for p in ps])))
+                for ps in by_conc.values()]
+        return cls(name, tuple(Curve.from_points(name, by_rep[r]) for r in sorted(by_rep)),
+                   Curve.from_points(name, mean))
+
+    @property
+    def common_span(self) -> tuple[float, float]:
+        """Interactivity every repeat covers (may be empty: low > high)."""
+        return max(c.span[0] for c in self.repeats), min(c.span[1] for c in self.repeats)
+
+    def covers(self, x: float) -> bool:
+        return all(c.covers(x) for c in self.repeats)
+
+    def at(self, x: float) -> list[float]:
+        """Throughput at x on each repeat's frontier (x must be covered by all of them)."""
+        got = [c.at(x) for c in self.repeats]
+        return [y for y in got if y is not None]

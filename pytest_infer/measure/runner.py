@@ -18,7 +18,7 @@ from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
 from pytest_infer.matrix import Matrix
-from pytest_infer.measure.load import LoadError, Target, num_prompts, run_level
+from pytest_infer.measure.load import BenchClient, LoadError, Target, num_prompts, run_level
 from pytest_infer.measure.results import Level, Measurement, ResultError
 from pytest_infer.measure.store import Store
 from pytest_infer.space import Stack
@@ -47,6 +47,11 @@ class Runner:
     run_id: str = ""  # one per pytest session, shared by xdist workers: a failure is not retried within it
     log: Callable[[str], None] = print
     _cache: dict[str, Measurement] = field(default_factory=dict)
+    _bench: BenchClient | None = None
+
+    def close(self) -> None:
+        if self._bench is not None:
+            self._bench.close()
 
     def plan(self, stack: Stack) -> Deployment:
         return deployment_for(self.matrix, stack, self.model, Placement(run_dir=self.run_root / stack.id),
@@ -79,12 +84,12 @@ class Runner:
             return m
         with self.store.lock(stack.id, key):
             m = self.store.load(stack.id, key)
-            levels = self.matrix.workload(stack.gpu).concurrency
+            workload = self.matrix.workload(stack.gpu)
             if m is not None and self.run_id and m.run_id == self.run_id and m.status != "running":
                 return m  # another xdist worker of this session measured it (or failed to): never twice
             if self.fresh:
                 m = None
-            if m is not None and m.status == "ok" and all(m.level(c) for c in levels):
+            if m is not None and m.status == "ok" and m.complete(workload.concurrency, workload.repeats):
                 self.log(f"[infer] {stack.id}: reusing stored measurement {self.store.path(stack.id, key)}")
                 return m
             return self._launch_and_sweep(stack, key, m)
@@ -104,6 +109,33 @@ class Runner:
         return Measurement(key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version,
                            gpu=stack.gpu, model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus,
                            workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
+
+    def _level(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, target: Target,
+               scraped: dict[str, str], conc: int, rep: int) -> Level:
+        """One level of one sweep, with the engine metrics around it; MeasurementFailed on any failure."""
+        from pytest_infer.measure.metrics import Scraper
+
+        assert self._bench is not None
+        workload = self.matrix.workload(stack.gpu)
+        out = self.run_root / stack.id / "bench" / f"conc{conc}-r{rep}.json"
+        try:
+            with Scraper(scraped) as scraper:
+                data = run_level(self._bench, target, workload, conc, out)
+            level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
+        except (LoadError, ResultError) as exc:
+            launcher.check_alive()
+            raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
+        if not level.ok:
+            raise MeasurementFailed(
+                f"concurrency {conc}: {level.failed} failed and {level.completed} completed of "
+                f"{num_prompts(workload, conc)} requests ({out})\n{_server_tails(launcher, dep)}")
+        level.repeat, level.metrics = rep, scraper.result
+        accept = " ".join(f"{role} acceptance {v['spec_acceptance_rate']:.2f}" for role, v in scraper.result.items()
+                          if "spec_acceptance_rate" in v)
+        self.log(f"[infer] {stack.id}: c={conc} r={rep} {level.per_gpu_throughput:.0f} tok/s/device at "
+                 f"{level.interactivity:.1f} tok/s/user{' ' + accept if accept else ''}")
+        launcher.check_alive()
+        return level
 
     def launchable(self, stack: Stack, run_dir: Path) -> Deployment:
         """The deployment with free local ports; MeasurementFailed if this machine lacks the devices."""
@@ -146,25 +178,14 @@ class Runner:
                 m.launch_s = time.monotonic() - t0
                 self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
                 target = Target(dep.endpoint_url, dep.served_name, dep.model)
-                for conc in workload.concurrency:
-                    if m.level(conc):
-                        continue
-                    out = run_dir / "bench" / f"conc{conc}.json"
-                    try:
-                        data = run_level(target, workload, conc, out)
-                        level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
-                    except (LoadError, ResultError) as exc:
-                        launcher.check_alive()
-                        raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
-                    if not level.ok:
-                        raise MeasurementFailed(
-                            f"concurrency {conc}: {level.failed} failed and {level.completed} completed of "
-                            f"{num_prompts(workload, conc)} requests ({out})\n{_server_tails(launcher, dep)}")
-                    m.levels.append(level)
-                    self.store.save(m)
-                    self.log(f"[infer] {stack.id}: c={conc} {level.per_gpu_throughput:.0f} tok/s/device at "
-                             f"{level.interactivity:.1f} tok/s/user")
-                    launcher.check_alive()
+                if self._bench is None:
+                    self._bench = BenchClient(self.run_root.parent / "bench-worker")
+                scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
+                for rep in range(workload.repeats):
+                    for conc in workload.concurrency:
+                        if not m.level(conc, rep):
+                            m.levels.append(self._level(stack, dep, launcher, target, scraped, conc, rep))
+                            self.store.save(m)
             m.status = "ok"
         except (LaunchError, MeasurementFailed) as exc:
             causes = root_causes(run_dir / "logs")

@@ -22,6 +22,8 @@ def _cell(row: Row) -> list[Any]:
     if row.outcome == "skipped" and str(row.detail).startswith("inconclusive"):
         verdict = "inconclusive"
     ratio = f"{p['worst_ratio']:.3f}" if "worst_ratio" in p else ""
+    if "worst_low" in p and p.get("interval_method") != "point":
+        ratio += f" [{p['worst_low']:.3f}, {p['worst_high']:.3f}]"
     where = (f"{p['worst_interactivity']:.1f}" if "worst_interactivity" in p else "")
     vs = (f"{p['best_part']} ({p['stack_throughput']:.0f} vs {p['part_throughput']:.0f})" if "best_part" in p else "")
     levels = ", ".join(f"{k}: {v:.2f}" for k, v in p.get("ratios", {}).items())
@@ -29,7 +31,8 @@ def _cell(row: Row) -> list[Any]:
     detail = " ".join(" ".join(lines[:2]).split())  # the full text (log tails) is in JUnit and runs/<stack>/
     if len(detail) > 500:
         detail = detail[:497] + "..."
-    return [f"`{row.stack}`", verdict, ratio, where, vs, levels, detail]
+    accept = f"{p['mtp_acceptance_rate']:.2f}" if "mtp_acceptance_rate" in p else ""
+    return [f"`{row.stack}`", verdict, ratio, where, vs, levels, accept, detail]
 
 
 def rows_in_order(infer: InferSession) -> list[Row]:
@@ -37,20 +40,55 @@ def rows_in_order(infer: InferSession) -> list[Row]:
     return sorted(infer.rows.values(), key=lambda r: order.get(r.stack, len(order)))
 
 
-def write_matrix(infer: InferSession) -> Path:
+def _levels_table(rows: list[Row]) -> str:
+    """Per stack and concurrency: means over repeats, and the engine metrics that explain them."""
+    import statistics
+
+    from pytest_infer.measure.metrics import acceptance_rate
+
+    out: list[list[Any]] = []
+    for row in rows:
+        by_conc: dict[int, list[dict[str, Any]]] = {}
+        for lv in row.props.get("levels") or []:
+            by_conc.setdefault(int(lv["concurrency"]), []).append(lv)
+        for conc, lvs in sorted(by_conc.items()):
+            ys = [float(lv["per_gpu_throughput"]) for lv in lvs]
+            spread = f" ± {statistics.stdev(ys):.0f}" if len(ys) > 1 else ""
+            metrics = [lv.get("metrics") or {} for lv in lvs]
+            rates = [r for m in metrics if (r := acceptance_rate(m)) is not None]
+            accept = f"{sum(a for a, _ in rates) / sum(d for _, d in rates):.2f}" if rates else ""
+            kv = [v.get("kv_cache_usage_max", 0.0) for m in metrics for v in m.values()]
+            pre = sum(v.get("preemptions", 0.0) for m in metrics for v in m.values())
+            out.append([f"`{row.stack}`", conc, len(lvs),
+                        f"{statistics.mean(float(lv['interactivity']) for lv in lvs):.1f}",
+                        f"{statistics.mean(ys):.0f}{spread}",
+                        f"{statistics.mean(float(lv.get('per_decode_gpu_output_throughput', 0)) for lv in lvs):.0f}",
+                        accept, f"{max(kv):.1%}" if kv else "", f"{pre:.0f}" if metrics[0] else ""])
+    if not out:
+        return ""
+    return "\n## Levels\n\nMeans over repeats; engine metrics scraped from every role during each level.\n\n" + tabulate(
+        out, tablefmt="github", headers=["stack", "concurrency", "repeats", "tok/s/user", "tok/s/GPU (± sd)",
+                                         "output tok/s per decode GPU", "MTP acceptance", "KV cache max",
+                                         "preemptions"]) + "\n"
+
+
+def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
     rows = rows_in_order(infer)
     table = tabulate([_cell(r) for r in rows], tablefmt="github", headers=[
-        "stack", "verdict", "worst ratio to best part", "at tok/s/user", "best part there (tok/s/GPU)",
-        "ratio per matched level", "details"])
-    tol = infer.matrix.thresholds.composability_tolerance
+        "stack", "verdict", "worst ratio to best part [interval]", "at tok/s/user", "best part there (tok/s/GPU)",
+        "ratio per matched level", "MTP acceptance", "details"])
+    tol, conf = infer.matrix.thresholds.composability_tolerance, infer.matrix.thresholds.confidence
     versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in infer.versions.items())
     suite = infer.suite or "composability"
     text = (f"# {suite.capitalize()} matrix: {infer.gpu}\n\n"
             f"Model `{infer.model}`; {versions}; written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n"
             + (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
-               f"(tok/s/user = 1000 / median TPOT), per-GPU throughput; fail below {1 - tol:.2f}.\n\n"
+               f"(tok/s/user = 1000 / median TPOT), per-GPU throughput, {infer.matrix.workload(infer.gpu).repeats} "
+               f"repeat(s) per level: pass when the {conf:.0%} interval on the ratio is at or above "
+               f"{1 - tol:.2f}, fail when it is all below, otherwise inconclusive.\n\n"
                if suite == "composability" else "Each stack launched and asked for one greedy completion.\n\n")
-            + f"{table}\n")
+            + f"{table}\n" + (_levels_table(rows) if suite == "composability" else "")
+            + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots or []))
     infer.report_dir.mkdir(parents=True, exist_ok=True)
     path = infer.report_dir / f"{suite}.md"
     path.write_text(text)

@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible completions server for the plugin's own unit tests (never a stand-in for
 the engine in a suite). Streams `max_tokens` tokens with FAKE_TOKEN_DELAY seconds between them, and
 slows down as more requests run at once (like a real engine: delay = FAKE_TOKEN_DELAY x (1 + active / 4)),
-so tests get real-looking throughput-interactivity curves and can make one stack slower than another."""
+so tests get real-looking throughput-interactivity curves and can make one stack slower than another.
+With FAKE_SPEC_ACCEPT (a fraction) it reports vLLM's speculative-decoding counters on /metrics as if
+one token were drafted per generated token and that share accepted."""
 
 from __future__ import annotations
 
@@ -14,7 +16,17 @@ import time
 from aiohttp import web
 
 DELAY = float(os.environ.get("FAKE_TOKEN_DELAY", "0.002"))
+ACCEPT = os.environ.get("FAKE_SPEC_ACCEPT")
 ACTIVE = 0
+GENERATED = 0
+
+
+async def metrics(_: web.Request) -> web.Response:
+    lines = [f"vllm:num_requests_running{{engine=\"0\"}} {ACTIVE}", f"vllm:generation_tokens_total {GENERATED}"]
+    if ACCEPT is not None:
+        lines += [f"vllm:spec_decode_num_draft_tokens_total {GENERATED}",
+                  f"vllm:spec_decode_num_accepted_tokens_total {GENERATED * float(ACCEPT)}"]
+    return web.Response(text="\n".join(lines) + "\n")
 
 
 async def health(_: web.Request) -> web.Response:
@@ -39,7 +51,7 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
                                   "usage": {"prompt_tokens": len(prompt), "completion_tokens": n}})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
-    global ACTIVE
+    global ACTIVE, GENERATED
     ACTIVE += 1
     try:
         for i in range(n):
@@ -47,6 +59,7 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
             chunk = {"id": "x", "object": "text_completion", "created": int(time.time()), "model": "fake",
                      "choices": [{"index": 0, "text": "a", "finish_reason": "length" if i == n - 1 else None}]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            GENERATED += 1
     finally:
         ACTIVE -= 1
     usage = {"prompt_tokens": len(prompt), "completion_tokens": n}
@@ -62,7 +75,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     args, _ = ap.parse_known_args()  # the rest stands for engine flags from the fake matrix
     app = web.Application()
-    app.add_routes([web.get("/health", health), web.get("/v1/models", models),
+    app.add_routes([web.get("/health", health), web.get("/v1/models", models), web.get("/metrics", metrics),
                     web.post("/v1/completions", completions)])
     web.run_app(app, host=args.host, port=args.port, print=None)
 

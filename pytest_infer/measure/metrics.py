@@ -1,0 +1,107 @@
+"""Engine metrics around one level: what explains a number.
+
+Each role's Prometheus endpoint is read before and after the level (counters become deltas) and
+sampled while it runs (gauges become mean and max). vLLM's names; an engine without them simply
+records fewer keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import httpx
+from typing_extensions import Self
+
+# metric sample name -> our key; counters are differenced over the level.
+COUNTERS = {
+    "vllm:spec_decode_num_draft_tokens_total": "spec_draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens_total": "spec_accepted_tokens",
+    "vllm:spec_decode_num_drafts_total": "spec_drafts",
+    "vllm:num_preemptions_total": "preemptions",
+    "vllm:request_success_total": "requests_finished",
+    "vllm:generation_tokens_total": "generation_tokens",
+    "vllm:nixl_xfer_time_seconds_count": "kv_transfers",
+    "vllm:nixl_bytes_transferred_sum": "kv_transfer_bytes",
+    "vllm:nixl_num_failed_transfers_total": "kv_transfer_failures",
+}
+GAUGES = {
+    "vllm:kv_cache_usage_perc": "kv_cache_usage",
+    "vllm:num_requests_running": "requests_running",
+    "vllm:num_requests_waiting": "requests_waiting",
+}
+
+
+def parse(text: str) -> dict[str, float]:
+    """Known samples summed over their labels (engines label by model, engine index, reason...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in COUNTERS or s.name in GAUGES:
+                out[s.name] = out.get(s.name, 0.0) + float(s.value)
+    return out
+
+
+def _read(client: httpx.Client, url: str) -> dict[str, float] | None:
+    try:
+        r = client.get(f"{url}/metrics", timeout=5.0)
+        return parse(r.text) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None  # metrics explain numbers; they never fail a measurement
+
+
+class Scraper:
+    """`with Scraper({"server": url}) as s: ...` then `s.result`: role -> key -> value."""
+
+    def __init__(self, roles: Mapping[str, str], interval_s: float = 0.5) -> None:
+        self.roles = dict(roles)
+        self.interval_s = interval_s
+        self.result: dict[str, dict[str, float]] = {}
+        self._client = httpx.Client()
+        self._before: dict[str, dict[str, float] | None] = {}
+        self._gauges: dict[str, dict[str, list[float]]] = {r: {} for r in self.roles}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for role, url in self.roles.items():
+                now = _read(self._client, url)
+                for name, key in GAUGES.items():
+                    if now and name in now:
+                        self._gauges[role].setdefault(key, []).append(now[name])
+
+    def __enter__(self) -> Self:
+        self._before = {role: _read(self._client, url) for role, url in self.roles.items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for role, url in self.roles.items():
+            before, after = self._before.get(role), _read(self._client, url)
+            got: dict[str, float] = {}
+            if before is not None and after is not None:
+                for name, key in COUNTERS.items():
+                    if name in after:
+                        got[key] = after[name] - before.get(name, 0.0)
+            for key, values in self._gauges[role].items():
+                got[f"{key}_mean"] = sum(values) / len(values)
+                got[f"{key}_max"] = max(values)
+            drafted = got.get("spec_draft_tokens", 0.0)
+            if drafted > 0:
+                got["spec_acceptance_rate"] = got.get("spec_accepted_tokens", 0.0) / drafted
+            if got:
+                self.result[role] = got
+        self._client.close()
+
+
+def acceptance_rate(metrics: Mapping[str, Mapping[str, float]]) -> tuple[float, float] | None:
+    """(accepted, drafted) tokens over every role of a level, None without speculative decoding."""
+    drafted = sum(m.get("spec_draft_tokens", 0.0) for m in metrics.values())
+    if drafted <= 0:
+        return None
+    return sum(m.get("spec_accepted_tokens", 0.0) for m in metrics.values()), drafted
