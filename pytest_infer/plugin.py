@@ -31,7 +31,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="where matrices, plots, JUnit and results go (default: reports/)")
     g.addoption("--infer-plan", action="store_true",
                 help="launch nothing: print every role's argv and env, and write <report-dir>/<gpu>/plan.json")
-    g.addoption("--results", metavar="DIR", help="replay: run the checks on stored results in DIR, no engine")
+    g.addoption("--results", metavar="DIR", help="replay, no engine: run the checks on a results store, or on "
+                "InferenceX / vllm bench / SGLang result files under DIR (raw ones need an infer-results.yaml)")
     g.addoption("--infer-matrices", metavar="DIR",
                 help="use this matrices/ directory instead of the shipped one (your own GPUs, engines, optimizations)")
     g.addoption("--infer-fresh", action="store_true", help="measure again even if results are stored")

@@ -71,7 +71,7 @@ class Row:
 
 class InferSession:
     def __init__(self, config: pytest.Config, matrix: Matrix, gpu: str, engines: list[str], model: str,
-                 stack_exprs: list[str], report_dir: Path) -> None:
+                 stack_exprs: list[str], report_dir: Path, replayed: list[Stack] | None = None) -> None:
         self.config = config
         self.matrix = matrix
         self.gpu = gpu
@@ -81,7 +81,10 @@ class InferSession:
         self.report_dir = report_dir  # <report-dir>/<gpu>
         self.suite: str | None = config.getoption("suite")
         self.versions = {e: engine_version(matrix, e) for e in engines}
-        self.stacks = [s for e in engines for s in all_stacks(gpu, e, list(matrix.optimizations))]
+        # --results on results measured elsewhere: only the stacks (and variants) they hold.
+        self.replayed = replayed
+        self.stacks = replayed if replayed is not None else [
+            s for e in engines for s in all_stacks(gpu, e, list(matrix.optimizations))]
         self.rows: dict[str, Row] = {}
         self.started = time.monotonic()
         # xdist workers share the controller's testrunuid; a plain run makes its own.
@@ -118,17 +121,40 @@ class InferSession:
             except (ValueError, SyntaxError) as exc:
                 raise _usage(f"--stack {expr!r}: {exc}") from None
         report_dir = Path(config.getoption("report_dir")).resolve() / gpu
+        replayed = cls._replayed(config, matrix, gpu, list(engines), report_dir)
         if suite is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
             config.args = [str(suite_dir(suite))]
         if suite is not None and not config.option.xmlpath and not config.getoption("collectonly"):
             config.option.xmlpath = str(report_dir / f"junit-{suite}.xml")
-        return cls(config, matrix, gpu, list(engines), model, exprs, report_dir)
+        return cls(config, matrix, gpu, list(engines), model, exprs, report_dir, replayed)
+
+    @staticmethod
+    def _replayed(config: pytest.Config, matrix: Matrix, gpu: str, engines: list[str],
+                  report_dir: Path) -> list[Stack] | None:
+        """--results DIR of foreign result files: ingested into <report-dir>/<gpu>/replayed/, the stacks
+        they hold. None for no --results, or for a plain store (replayed as it is)."""
+        results = config.getoption("results")
+        if results is None:
+            return None
+        from pytest_infer.measure.replay import ReplayError, is_store, replay_store
+
+        root = Path(results).resolve()
+        if not root.is_dir():
+            raise _usage(f"--results {results}: not a directory")
+        if is_store(root):
+            return None
+        try:
+            return replay_store(root, matrix, gpu, engines, report_dir / "replayed")
+        except ReplayError as exc:
+            raise _usage(str(exc)) from None
 
     # ---- stacks ---------------------------------------------------------------------------------
     def selected(self, stack: Stack) -> bool:
         return all(matches(stack, e, list(self.matrix.optimizations)) for e in self.stack_exprs)
 
     def unsupported(self, stack: Stack) -> str | None:
+        if self.replayed is not None and stack not in self.replayed:  # a part the results do not hold
+            return f"not in the results replayed ({self.config.getoption('results')})"
         return self.matrix.unsupported_reason(stack.engine, stack.gpu, stack.opts)
 
     def known_broken(self, stack: Stack) -> KnownBroken | None:
@@ -154,8 +180,9 @@ class InferSession:
     def runner(self, engine: str) -> Runner:
         if engine not in self._runners:
             results = self.config.getoption("results")
-            store = Store(Path(results).resolve() if results else self.report_dir / "results",
-                          read_only=bool(results))
+            root = (self.report_dir / "replayed" if self.replayed is not None else
+                    Path(results).resolve() if results else self.report_dir / "results")
+            store = Store(root, read_only=bool(results))
             local, fingerprint = self._local_models()
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             capture = self.config.pluginmanager.get_plugin("capturemanager")
@@ -304,6 +331,8 @@ class InferSession:
                            ratios={f"{lc.interactivity:.2f}": round(lc.ratio, 4) for lc in verdict.levels},
                            intervals={f"{lc.interactivity:.2f}": [round(lc.interval.low, 4), round(lc.interval.high, 4)]
                                       for lc in verdict.levels})
+        if m is not None and m.warnings:  # replayed levels that may flatter the stack (failed requests)
+            row["warnings"] = m.warnings
         item.user_properties.append((PROPERTY, json.dumps(row)))
         for k in ("verdict", "worst_ratio", "worst_low", "worst_high", "worst_interactivity", "best_part",
                   "stack_throughput", "part_throughput", "mtp_acceptance_rate", "repeats_needed"):

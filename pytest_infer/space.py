@@ -16,6 +16,9 @@ class Stack:
     gpu: str
     engine: str
     opts: tuple[str, ...]
+    # Replayed results: one configuration of the stack (model, workload, TP/EP), so that several
+    # measured configurations are never mixed into one curve. Parts keep it: compared like with like.
+    variant: str = ""
 
     @property
     def label(self) -> str:
@@ -23,18 +26,19 @@ class Stack:
 
     @property
     def id(self) -> str:
-        return f"{self.gpu}-{self.engine}-{self.label}"
+        return f"{self.gpu}-{self.engine}-{self.label}" + (f"@{self.variant}" if self.variant else "")
 
     def __str__(self) -> str:
         return self.id
 
     def parts(self) -> list[Stack]:
         """Every proper subset, base first, then by size: what the stack must beat."""
-        return [Stack(self.gpu, self.engine, sub) for sub in _subsets(self.opts) if len(sub) < len(self.opts)]
+        return [Stack(self.gpu, self.engine, sub, self.variant) for sub in _subsets(self.opts)
+                if len(sub) < len(self.opts)]
 
     def with_opts(self, opts: Iterable[str]) -> Stack:
         chosen = set(opts)
-        return Stack(self.gpu, self.engine, tuple(o for o in self.opts if o in chosen))
+        return Stack(self.gpu, self.engine, tuple(o for o in self.opts if o in chosen), self.variant)
 
 
 def _subsets(opts: Sequence[str]) -> list[tuple[str, ...]]:

@@ -161,7 +161,7 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
             argv += parallel_flags(shape, k, per_node, head_host)
             argv += [substitute(a, values, f"{where} ({stack.label}, {shape.kind})") for a in args]
             role_env = {key: substitute(v, values, f"{where} env {key}") for key, v in env.items()}
-            roles.append(Role(name=name, kind=shape.kind,  # type: ignore[arg-type]
+            roles.append(Role(name=name, kind=shape.kind,
                               argv=argv, env=role_env, gpus=per_node, nodes=1, node=node, host=host,
                               port=port, health_path=engine.health_path))
     endpoint = roles[0].name

@@ -53,7 +53,7 @@ def _opt_bool(v: Any) -> bool | None:
     return v if v is None or isinstance(v, bool) else str(v).strip().lower() == "true"
 
 
-def _detect(data: dict[str, Any], source: str) -> Format:
+def detect_format(data: dict[str, Any], source: str) -> Format:
     if "tput_per_gpu" in data:
         return "inferencex"
     if "total_token_throughput" in data:
@@ -236,7 +236,7 @@ def _from_inferencex(
 _READERS = {"vllm-bench": _from_vllm, "sglang-bench": _from_sglang, "inferencex": _from_inferencex}
 
 
-def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(source, object) per result in the file: one for JSON, one per line for JSONL (SGLang appends)."""
     try:
         text = path.read_text()
@@ -258,17 +258,17 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return docs
 
 
-def _ingest(source: str, data: dict[str, Any], gpus: int | None, decode_gpus: int | None) -> Ingested:
-    return _READERS[_detect(data, source)](data, source, gpus, decode_gpus)
+def ingest_record(source: str, data: dict[str, Any], gpus: int | None, decode_gpus: int | None) -> Ingested:
+    return _READERS[detect_format(data, source)](data, source, gpus, decode_gpus)
 
 
 def ingest_file(path: Path, *, gpus: int | None = None, decode_gpus: int | None = None) -> Ingested:
     """One result file. `gpus`/`decode_gpus` are needed for raw bench files (they don't record them);
     InferenceX files carry their own."""
-    docs = _records(Path(path))
+    docs = read_records(Path(path))
     if len(docs) > 1:
         raise ResultError(f"{path}: holds {len(docs)} results (JSONL): ingest_dir reads each of them")
-    return _ingest(docs[0][0], docs[0][1], gpus, decode_gpus)
+    return ingest_record(docs[0][0], docs[0][1], gpus, decode_gpus)
 
 
 def ingest_dir(path: Path, *, gpus: int | None = None, decode_gpus: int | None = None) -> list[Ingested]:
@@ -277,5 +277,5 @@ def ingest_dir(path: Path, *, gpus: int | None = None, decode_gpus: int | None =
     files = sorted(p for p in Path(path).iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
     if not files:
         raise ResultError(f"{path}: no *.json or *.jsonl result files")
-    got = [_ingest(src, d, gpus, decode_gpus) for f in files for src, d in _records(f)]
+    got = [ingest_record(src, d, gpus, decode_gpus) for f in files for src, d in read_records(f)]
     return sorted(got, key=lambda r: (r.concurrency, r.level.source))

@@ -95,6 +95,9 @@ class Measurement(BaseModel):
     error: str = ""  # why it failed, with the server log tail
     launch_s: float = 0.0  # time to healthy
     run_id: str = ""  # the pytest session that measured it
+    # What may flatter the numbers without failing them (replayed results: requests that failed inside
+    # a level, failures a format cannot show). Shown with the verdict.
+    warnings: list[str] = []
 
     def level(self, concurrency: int, repeat: int = 0) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency and lv.repeat == repeat), None)

@@ -19,6 +19,8 @@ def test_composability(stack: Stack, infer: InferSession, request: pytest.Fixtur
     except MeasurementFailed as exc:
         infer.record(request.node, stack, None, None, message=str(exc))
         pytest.fail(f"{stack.id}: could not be measured: {exc}", pytrace=False)
+    if measurement.warnings:  # e.g. replayed levels where requests failed: the numbers may flatter the stack
+        verdict.message += "\nwarnings: " + "; ".join(measurement.warnings)
     infer.record(request.node, stack, verdict, measurement)
     if verdict.verdict == "inconclusive":
         pytest.skip(f"inconclusive: {verdict.message}")

@@ -1,0 +1,273 @@
+"""`--results DIR` on results measured elsewhere: every result file of the tree is classified into a stack
+(and a variant: one model, workload and TP/EP), each group becomes one `Measurement`, saved in the store
+format live runs use, and replay reads that store. No engine, no GPU.
+
+InferenceX aggregated files say what ran (`hw`, `framework`, `precision`, ...). Raw `vllm bench serve` /
+SGLang files do not: a manifest, `infer-results.yaml` in their folder, names their stack and GPU count.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pytest_infer.matrix import Matrix
+from pytest_infer.measure.ingest import Ingested, detect_format, ingest_record, read_records
+from pytest_infer.measure.results import Level, Measurement, ResultError
+from pytest_infer.measure.store import Store
+from pytest_infer.space import Stack, parse_label
+
+MANIFEST = "infer-results.yaml"
+_VARIANT = re.compile(r"^[A-Za-z0-9._-]*$")
+_OFF = {"", "none", "off", "false", "no", "0"}
+
+
+class ReplayError(ValueError):
+    """Results that cannot be replayed as given: one line naming the file (or folder) and what to do."""
+
+
+class ManifestEntry(BaseModel):
+    """What raw benchmark files (they record neither) ran on: their stack and GPU count."""
+
+    model_config = ConfigDict(extra="forbid")
+    files: str  # glob over the file names of the manifest's folder
+    stack: str  # a stack label: fp4+mtp, base
+    engine: str = "vllm"
+    gpu: str | None = None  # default: the run's --gpu
+    gpus: int | None = Field(None, ge=1)  # every GPU the per-GPU numbers divide by (prefill + decode)
+    decode_gpus: int | None = Field(None, ge=1)
+    variant: str = ""
+
+
+_MANIFEST = TypeAdapter(list[ManifestEntry])
+
+
+def is_store(root: Path) -> bool:
+    """The plugin's own store (what today's --results replays): Measurement JSON with key and levels."""
+    for path in root.glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "key" in data and "levels" in data:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Record:
+    source: str
+    data: dict[str, Any]
+    gpus: int | None = None  # from a manifest, for raw files
+    decode_gpus: int | None = None
+
+
+def _truthy(v: Any) -> bool:
+    return str(v).strip().lower() == "true"  # InferenceX writes booleans as bools or as "true"/"false"
+
+
+def gpu_kind(hw: str, kinds: list[str]) -> str | None:
+    """'b200-dgxc-slurm' -> b200, 'MI355-gbt350-...' -> mi355x: the runner name starts with the kind."""
+    head = re.split(r"[-_\s]", hw.strip().lower())[0]
+    if not head:
+        return None
+    if head in kinds:
+        return head
+    found = [k for k in kinds if k.startswith(head)]
+    return found[0] if len(found) == 1 else None
+
+
+def _k(n: int) -> str:
+    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
+def variant_of(data: dict[str, Any]) -> str:
+    """Model prefix, workload (1k1k, or the scenario) and TP/EP: e.g. dsr1-agentic-tp4-ep4."""
+    model = str(data.get("infmax_model_prefix") or str(data.get("model") or "").rsplit("/", 1)[-1])
+    isl, osl = data.get("isl"), data.get("osl")
+    work = f"{_k(int(isl))}{_k(int(osl))}" if isl and osl else str(data.get("scenario_type") or "").split("-")[0]
+    par = f"tp{data['tp']}" + (f"-ep{data['ep']}" if data.get("ep") is not None else "") if data.get("tp") else ""
+    text = "-".join(p for p in (model, work, par) if p).lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", text).strip("-")
+
+
+def opts_of(data: dict[str, Any], source: str, optimizations: list[str]) -> tuple[str, ...]:
+    """The optimizations an InferenceX file ran with, in matrix order."""
+    wanted: list[tuple[str, Any, str]] = []  # (field, value, optimization)
+    if str(data.get("precision") or "").lower() == "fp4":
+        wanted.append(("precision", data["precision"], "fp4"))  # other precisions are the reference's
+    spec = str(data.get("spec_decoding") or "none").lower()
+    if spec == "mtp":
+        wanted.append(("spec_decoding", data["spec_decoding"], "mtp"))
+    elif spec not in _OFF:  # e.g. eagle: never fold a speculative run into a stack without it
+        raise ReplayError(f"{source}: spec_decoding {data['spec_decoding']!r} maps to no optimization (known: mtp)")
+    multinode = _truthy(data.get("is_multinode"))
+    if _truthy(data.get("disagg")) or multinode:  # InferenceX runs multinode only disaggregated
+        field = "disagg" if _truthy(data.get("disagg")) else "is_multinode"
+        wanted.append((field, data[field], "disagg"))
+    if multinode and _truthy(data.get("dp_attention")) and int(data.get("ep") or 1) > 1:
+        wanted.append(("dp_attention", data["dp_attention"], "wideep"))
+    offload = str(data.get("offload_mode") or "off").lower()
+    if offload == "on":
+        wanted.append(("offload_mode", data["offload_mode"], "kvoffload"))
+    elif offload not in _OFF:
+        raise ReplayError(f"{source}: offload_mode {data['offload_mode']!r} maps to no optimization (known: on, off)")
+    for field, value, opt in wanted:
+        if opt not in optimizations:
+            raise ReplayError(f"{source}: {field} {value!r} needs optimization {opt!r} in the matrices "
+                              "(--infer-matrices)")
+    return tuple(o for o in optimizations if o in {w[2] for w in wanted})
+
+
+def _manifest(folder: Path, matrix: Matrix) -> list[ManifestEntry] | None:
+    path = folder / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        entries = _MANIFEST.validate_python(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ReplayError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ReplayError(f"{path}: key {'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}") from None
+    for i, e in enumerate(entries):
+        try:
+            parse_label(e.stack, list(matrix.optimizations))
+        except ValueError as exc:
+            raise ReplayError(f"{path}: entry {i} stack {e.stack!r}: {exc}") from None
+        if e.engine not in matrix.engines:
+            raise ReplayError(f"{path}: entry {i}: unknown engine {e.engine!r}; valid: {', '.join(matrix.engines)}")
+        if e.gpu is not None and e.gpu not in matrix.gpus:
+            raise ReplayError(f"{path}: entry {i}: unknown GPU kind {e.gpu!r}; valid: {', '.join(matrix.gpus)}")
+        if not _VARIANT.match(e.variant):
+            raise ReplayError(f"{path}: entry {i}: variant {e.variant!r} may hold only letters, digits, '.', '_', '-'")
+    return entries
+
+
+def classify(root: Path, matrix: Matrix, gpu: str, engines: list[str],
+             skip: Path | None = None) -> dict[Stack, list[_Record]]:
+    """Every result record under `root`, by stack, for this GPU kind and these engines. `skip`: our own
+    output, when the report dir lies inside the results tree."""
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file()
+                   and not (skip is not None and p.is_relative_to(skip)))
+    if not files:
+        raise ReplayError(f"--results {root}: no *.json or *.jsonl result files")
+    optimizations, kinds = list(matrix.optimizations), list(matrix.gpus)
+    groups: dict[Stack, list[_Record]] = {}
+    elsewhere: Counter[str] = Counter()  # results for another GPU kind or engine, for the error message
+    manifests: dict[Path, list[ManifestEntry] | None] = {}
+    for path in files:
+        if path.parent not in manifests:
+            manifests[path.parent] = _manifest(path.parent, matrix)
+        entries = manifests[path.parent]
+        entry = next((e for e in entries or [] if fnmatch.fnmatch(path.name, e.files)), None)
+        try:
+            records = read_records(path)
+            formats = {detect_format(d, src) for src, d in records}
+        except ResultError as exc:
+            raise ReplayError(str(exc)) from None
+        placed: list[tuple[Stack, _Record]] = []
+        if entry is not None:
+            if formats != {"inferencex"} and entry.gpus is None:
+                raise ReplayError(f"{path.parent / MANIFEST}: the entry for {entry.files!r} needs gpus: "
+                                  f"(raw benchmark files such as {path.name} record no GPU count)")
+            stack = Stack(entry.gpu or gpu, entry.engine, parse_label(entry.stack, optimizations), entry.variant)
+            placed = [(stack, _Record(src, d, entry.gpus, entry.decode_gpus)) for src, d in records]
+        elif formats == {"inferencex"}:
+            for src, d in records:
+                kind = gpu_kind(str(d.get("hw") or ""), kinds)
+                if kind is None:
+                    raise ReplayError(f"{src}: hw {d.get('hw')!r} is no GPU kind of the matrices "
+                                      f"({', '.join(kinds)})")
+                engine = str(d.get("framework") or "").lower()
+                here = kind == gpu and engine in engines  # other runs' fields need no optimization here
+                stack = Stack(kind, engine, opts_of(d, src, optimizations) if here else (), variant_of(d))
+                placed.append((stack, _Record(src, d)))
+        else:
+            what = f"add {MANIFEST} to it" if entries is None else f"add an entry for it to its {MANIFEST}"
+            raise ReplayError(
+                f"{path.parent}: raw benchmark results (e.g. {path.name}) record neither their GPU count nor their "
+                f"stack: {what}, e.g. `- {{files: '*.json', stack: fp4+mtp, gpus: 8}}` (optional: engine, gpu, "
+                "decode_gpus, variant)")
+        for stack, rec in placed:
+            if stack.gpu != gpu or stack.engine not in engines:
+                elsewhere[f"{stack.gpu}/{stack.engine}"] += 1
+            else:
+                groups.setdefault(stack, []).append(rec)
+    if not groups:
+        found = ", ".join(f"{k} ({n} results)" for k, n in sorted(elsewhere.items()))
+        raise ReplayError(f"--results {root}: no results for {gpu} with {', '.join(engines)}; found: {found}")
+    return groups
+
+
+def _lengths(data: dict[str, Any]) -> tuple[float, float] | None:
+    """Input and output tokens per request as the file states them (agentic traces vary per request)."""
+    if data.get("isl") and data.get("osl"):
+        return float(data["isl"]), float(data["osl"])
+    if data.get("mean_input_tokens") and data.get("mean_output_tokens_actual"):
+        return float(data["mean_input_tokens"]), float(data["mean_output_tokens_actual"])
+    if data.get("completed") and data.get("total_input_tokens"):
+        n = float(data["completed"])
+        return float(data["total_input_tokens"]) / n, float(data.get("total_output_tokens") or n) / n
+    return None
+
+
+def measurement(stack: Stack, records: list[_Record], matrix: Matrix) -> Measurement:
+    """One stack's group: levels by concurrency, repeats for files of the same concurrency. A file that
+    measured nothing fails the whole group with its reason (never a zero-throughput point)."""
+    got: list[Ingested] = []
+    errors: list[str] = []
+    for rec in sorted(records, key=lambda r: r.source):
+        try:
+            got.append(ingest_record(rec.source, rec.data, rec.gpus, rec.decode_gpus))
+        except ResultError as exc:
+            errors.append(str(exc))
+    levels: list[Level] = []
+    seen: Counter[int] = Counter()
+    for r in sorted(got, key=lambda r: (r.concurrency, r.level.source)):
+        levels.append(r.level.model_copy(update={"repeat": seen[r.concurrency]}))
+        seen[r.concurrency] += 1
+    levels.sort(key=lambda lv: (lv.concurrency, lv.repeat))
+    warnings = [w for r in got for w in r.warnings]
+    counts = sorted({(r.gpus, r.decode_gpus) for r in got})
+    if len(counts) > 1:
+        warnings.append(f"GPU count varies across files {counts}: each level is normalised by its own")
+    first = records[0]
+    gpus = counts[0][0] if counts else first.gpus or int(first.data.get("tp") or 0)
+    decode_gpus = counts[0][1] if counts else first.decode_gpus or gpus
+    lengths = next((x for x in map(_lengths, (r.data for r in records)) if x), None)
+    workload = matrix.workload(stack.gpu).model_copy(update={
+        "concurrency": sorted(seen), "repeats": max(seen.values(), default=1),
+        **({"input_len": max(1, round(lengths[0])), "output_len": max(1, round(lengths[1]))} if lengths else {})})
+    image = str(first.data.get("image") or "")
+    version = re.search(r":v?(\d[\w.+-]*)$", image)
+    blob = json.dumps([[r.source, r.data, r.gpus, r.decode_gpus] for r in records], sort_keys=True)
+    return Measurement(
+        key=hashlib.sha256(blob.encode()).hexdigest()[:12], stack=stack.id, engine=stack.engine,
+        engine_version=version.group(1) if version else "unknown", gpu=stack.gpu,
+        model=str(first.data.get("model") or first.data.get("model_id") or ""), gpus=gpus, decode_gpus=decode_gpus,
+        workload=workload, argv={}, levels=levels, status="failed" if errors else "ok",
+        error="\n".join(errors + [f"warning: {w}" for w in warnings]) if errors else "", warnings=warnings)
+
+
+def replay_store(root: Path, matrix: Matrix, gpu: str, engines: list[str], store_root: Path) -> list[Stack]:
+    """Classify `root`, write one Measurement per stack into `store_root` (dropping stale ones) and return
+    the stacks present, in the order of the space (engine, size, matrix order), then by variant."""
+    groups = classify(root, matrix, gpu, engines, skip=store_root.parent)
+    store = Store(store_root)
+    written = {store.save(measurement(stack, recs, matrix)) for stack, recs in groups.items()}
+    for old in store_root.glob("*.json"):  # idempotent, so xdist workers doing it too agree
+        if old not in written:
+            old.unlink(missing_ok=True)
+    order = {o: i for i, o in enumerate(matrix.optimizations)}
+    return sorted(groups, key=lambda s: (engines.index(s.engine), len(s.opts), [order[o] for o in s.opts],
+                                         s.variant))
