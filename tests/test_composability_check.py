@@ -24,10 +24,11 @@ def _curve(name: str, pts: list[tuple[float, float]]) -> Curve:
 
 def _sweeps(name: str, pts: list[tuple[float, float]], repeats: int = 1, noise: float = 0.0,
             seed: int = 0) -> Sweeps:
-    """`repeats` noisy copies of one curve (multiplicative noise on throughput, as measured)."""
+    """`repeats` noisy copies of one curve (multiplicative noise on throughput, as measured); points in
+    ascending interactivity, so the first is the highest concurrency."""
     rng = np.random.default_rng(seed)
-    return Sweeps.from_levels(name, [(r, c, Point(x, y * float(np.exp(rng.normal(0, noise)))))
-                                     for r in range(repeats) for c, (x, y) in enumerate(pts)])
+    return Sweeps.from_levels(name, [(r, 2 ** (len(pts) - i), Point(x, y * float(np.exp(rng.normal(0, noise)))))
+                                     for r in range(repeats) for i, (x, y) in enumerate(pts)])
 
 
 STATS = Stats(tolerance=0.05)
@@ -105,6 +106,22 @@ def test_too_few_repeats_for_the_noise_is_inconclusive_and_says_how_many_more() 
     assert v.verdict == "inconclusive", v.message
     assert v.repeats_needed is not None and v.repeats_needed > 3
     assert f"about {v.repeats_needed} repeats per level (now 3)" in v.message
+
+
+def test_a_capped_deployment_fails_where_its_parts_reach_more_throughput() -> None:
+    """A batch cap (a much smaller --max-num-seqs) stops the curve early: every level gives the same
+    point. It is saturated, so its best point stands for lower interactivity, where base does far more."""
+    base = _sweeps("base", CURVE, repeats=3, noise=0.02, seed=9)
+    capped = Sweeps.from_levels("capped", [(r, c, Point(190.0 * (1 + 0.01 * r), 360.0 * (1 + 0.02 * c)))
+                                           for r in range(3) for c in range(3)])
+    assert capped.saturated and "capped saturates" in capped.saturation
+    v = composability(capped, [base], STATS)
+    assert v.verdict == "fail" and v.worst is not None
+    assert v.worst.interactivity == pytest.approx(60.0, rel=0.05) and v.worst.ratio < 0.2
+    assert "its best point serves this lower interactivity" in v.message
+    # A sweep that still scales at its top level is never extended: only the overlap is compared.
+    scaling = _sweeps("mtp", [(150.0, 1800.0), (190.0, 360.0)], repeats=3, noise=0.01, seed=10)
+    assert not scaling.saturated and not scaling.covers(60.0)
 
 
 def test_crossover_with_intervals_is_named() -> None:

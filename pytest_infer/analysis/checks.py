@@ -30,6 +30,7 @@ class LevelComparison:
     part: str
     part_throughput: float
     interval: RatioInterval
+    note: str = ""  # e.g. the stack is compared past its sweep because it saturated
 
     @property
     def ratio(self) -> float:
@@ -37,7 +38,8 @@ class LevelComparison:
 
     def describe(self, stack: str) -> str:
         return (f"at {self.interactivity:.1f} tok/s/user: {stack} {self.stack_throughput:.1f} vs {self.part} "
-                f"{self.part_throughput:.1f} tok/s/GPU, ratio {self.interval}")
+                f"{self.part_throughput:.1f} tok/s/GPU, ratio {self.interval}"
+                + (f" ({self.note})" if self.note else ""))
 
 
 @dataclass
@@ -59,6 +61,8 @@ def _grid(stack: Sweeps, parts: Sequence[Sweeps]) -> list[float]:
     """Matched interactivity: the mean curves' frontier points, moved into the range every repeat of the
     stack covers, kept where every repeat of some part covers them too."""
     lo, hi = stack.common_span
+    if stack.saturated:
+        lo = 0.0  # its flat extension serves lower interactivity (see Sweeps)
     xs = sorted({min(max(p.interactivity, lo), hi) for s in (stack, *parts) for p in s.mean.frontier})
     out: list[float] = []
     for x in xs:
@@ -78,7 +82,9 @@ def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -
     def gmean(v: list[float]) -> float:
         return math.exp(sum(math.log(y) for y in v) / len(v))
 
-    return LevelComparison(x, gmean(ys), best.name, gmean(yp), iv)
+    notes = [f"{s.saturation}: its best point serves this lower interactivity" for s in (stack, best)
+             if s.extended(x)]
+    return LevelComparison(x, gmean(ys), best.name, gmean(yp), iv, "; ".join(notes))
 
 
 def composability(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> Verdict:

@@ -57,11 +57,19 @@ def pareto_frontier(points: Sequence[Point]) -> list[Point]:
 
 @dataclass(frozen=True)
 class Sweeps:
-    """One deployment measured `len(repeats)` times: a curve per repeat, and their mean curve."""
+    """One deployment measured `len(repeats)` times: a curve per repeat, and their mean curve.
+
+    A deployment is *saturated* when its highest concurrency buys no more throughput (under 10% over the
+    best lower level: a batch cap, a bottleneck). Its frontier then extends flat to lower interactivity:
+    its best point already serves any lower interactivity, and more load would not raise throughput.
+    That is attainment, not extrapolation; an unsaturated sweep is never extended.
+    """
 
     name: str
     repeats: tuple[Curve, ...]
     mean: Curve
+    saturated: bool = False
+    saturation: str = ""  # why, with numbers
 
     @classmethod
     def from_levels(cls, name: str, levels: Sequence[tuple[int, int, Point]]) -> Sweeps:
@@ -71,10 +79,18 @@ class Sweeps:
         for rep, conc, p in levels:
             by_rep.setdefault(rep, []).append(p)
             by_conc.setdefault(conc, []).append(p)
-        mean = [Point(float(np.mean([p.interactivity for p in ps])), float(np.mean([p.throughput for p in ps])))
-                for ps in by_conc.values()]
+        mean_at = {c: Point(float(np.mean([p.interactivity for p in ps])), float(np.mean([p.throughput for p in ps])))
+                   for c, ps in sorted(by_conc.items())}
+        saturated, why = False, ""
+        if len(mean_at) >= 2:
+            *lower, top = mean_at
+            best = max(lower, key=lambda c: mean_at[c].throughput)
+            if mean_at[top].throughput < 1.1 * mean_at[best].throughput:
+                saturated = True
+                why = (f"{name} saturates: {mean_at[top].throughput:.0f} tok/s/GPU at concurrency {top} vs "
+                       f"{mean_at[best].throughput:.0f} at {best}")
         return cls(name, tuple(Curve.from_points(name, by_rep[r]) for r in sorted(by_rep)),
-                   Curve.from_points(name, mean))
+                   Curve.from_points(name, list(mean_at.values())), saturated, why)
 
     @property
     def common_span(self) -> tuple[float, float]:
@@ -82,9 +98,13 @@ class Sweeps:
         return max(c.span[0] for c in self.repeats), min(c.span[1] for c in self.repeats)
 
     def covers(self, x: float) -> bool:
-        return all(c.covers(x) for c in self.repeats)
+        return all(c.covers(x) or (self.saturated and x < c.span[0]) for c in self.repeats)
+
+    def extended(self, x: float) -> bool:
+        """True when x lies below the measured span (served by the saturated flat extension)."""
+        return self.saturated and any(x < c.span[0] - 1e-9 for c in self.repeats)
 
     def at(self, x: float) -> list[float]:
         """Throughput at x on each repeat's frontier (x must be covered by all of them)."""
-        got = [c.at(x) for c in self.repeats]
+        got = [c.frontier[0].throughput if self.saturated and x < c.span[0] else c.at(x) for c in self.repeats]
         return [y for y in got if y is not None]
