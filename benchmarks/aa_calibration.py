@@ -25,6 +25,7 @@ from pytest_infer.analysis.curve import Point, Sweeps
 from pytest_infer.launch.local import LocalLauncher
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.measure.load import BenchClient, Target, bench_argv, run_level
+from pytest_infer.measure.metrics import Scraper
 from pytest_infer.measure.results import Level
 from pytest_infer.measure.runner import Runner
 from pytest_infer.measure.store import Store
@@ -74,9 +75,12 @@ def main() -> None:
                         if any(lv["repeat"] == rep and lv["concurrency"] == conc for lv in got):
                             continue
                         path = out / "bench" / f"{name}-c{conc}-r{rep}.json"
-                        data = run_level(client, target, workload, conc, path)
+                        with Scraper({"server": dep.endpoint_url}) as scraper:
+                            data = run_level(client, target, workload, conc, path)
                         level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(path))
-                        level.repeat = rep
+                        if workload.interactivity_from == "server":
+                            level.use_server_interactivity(scraper.result, str(path))
+                        level.repeat, level.metrics = rep, scraper.result
                         got.append(level.model_dump())
                         saved.write_text(json.dumps(done))
                 launcher.check_alive()

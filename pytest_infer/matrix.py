@@ -167,6 +167,10 @@ class Workload(_Strict):
     warmups: int = Field(2, ge=0)
     seed: int = 0
     repeats: int = Field(3, ge=1, description="sweeps per deployment; each ratio's interval needs >= 2")
+    # client: 1000 / median TPOT seen by the benchmark client (the field's convention). server: 1000 /
+    # mean TPOT stamped by the engine core (scraped), for hosts where client and HTTP front end share
+    # a starved core and receive tokens in bursts.
+    interactivity_from: Literal["client", "server"] = "client"
 
 
 class WorkloadsFile(_Strict):

@@ -83,3 +83,49 @@ def test_ctrl_c_mid_run_leaves_no_engine_process(tmp_path: Path) -> None:
     assert not left, f"left behind: {[p.cmdline()[:4] for p in left]}"
     assert proc.returncode in (pytest.ExitCode.INTERRUPTED, 1, 2), out.decode()[-2000:]
     assert os.path.exists(log)
+
+
+def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]]) -> Path:
+    """The shipped matrices with the optimizations replaced by `fragments` (vLLM flags per name)."""
+    import shutil
+
+    import yaml
+
+    shipped = Path(__file__).resolve().parent.parent / "matrices"
+    root = tmp / "matrices"
+    shutil.copytree(shipped, root)
+    (root / "optimizations.yaml").write_text(yaml.safe_dump(
+        {"optimizations": {name: {"summary": name} for name in fragments}}))
+    engine = yaml.safe_load((root / "engines" / "vllm.yaml").read_text())
+    engine["optimizations"] = fragments
+    (root / "engines" / "vllm.yaml").write_text(yaml.safe_dump(engine))
+    (root / "known_broken.yaml").write_text("known_broken: []\n")
+    return root
+
+
+def test_a_capped_deployment_fails_with_its_interval_and_an_identical_one_does_not(
+        pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Real engine, three deployments: base; `same` (identical flags: an A/A pair with base); `capped`
+    (--max-num-seqs 4 instead of 256: a real slowdown). The check must fail `capped` with its interval
+    and must not fail `same`."""
+    matrices = _matrices_with(tmp_path, {"same": {}, "capped": {"args": ["--max-num-seqs", "4"]}})
+    reports = tmp_path / "r"
+    result = pytester.runpytest_subprocess(
+        "--gpu", "cpu", "--suite", "composability", "--infer-matrices", str(matrices), "--stack",
+        "base or same or capped", "--report-dir", str(reports), "-p", "no:cacheprovider",
+        "--junitxml", str(tmp_path / "j.xml"), timeout=1500)
+    out = result.stdout.str()
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 1, out[-3000:]
+    assert "cpu-vllm-capped composability: capped is slower than its part base" in out, out[-3000:]
+    assert "95% t interval, n=3/3" in out
+    import xml.etree.ElementTree as ET
+
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")}
+    rows = {name: json.loads(next(p.get("value") for p in case.iter("property") if p.get("name") == "infer") or "{}")
+            for name, case in cases.items() if name}
+    capped = rows["test_composability[cpu-vllm-capped]"]
+    assert capped["verdict"] == "fail" and capped["worst_high"] < 0.95, capped
+    same = rows["test_composability[cpu-vllm-same]"]
+    assert same["verdict"] in ("pass", "inconclusive"), same
+    print(f"capped: {capped['message']}\nsame: {same['verdict']}: {same['message']}")

@@ -24,6 +24,10 @@ COUNTERS = {
     "vllm:nixl_xfer_time_seconds_count": "kv_transfers",
     "vllm:nixl_bytes_transferred_sum": "kv_transfer_bytes",
     "vllm:nixl_num_failed_transfers_total": "kv_transfer_failures",
+    # Per finished request, decode time / output tokens, stamped by the engine core (not the HTTP
+    # front end), so a CPU-starved front end or client cannot distort it.
+    "vllm:request_time_per_output_token_seconds_sum": "tpot_sum_s",
+    "vllm:request_time_per_output_token_seconds_count": "tpot_count",
 }
 GAUGES = {
     "vllm:kv_cache_usage_perc": "kv_cache_usage",
@@ -91,6 +95,8 @@ class Scraper:
             for key, values in self._gauges[role].items():
                 got[f"{key}_mean"] = sum(values) / len(values)
                 got[f"{key}_max"] = max(values)
+            if got.get("tpot_count", 0.0) > 0:
+                got["server_mean_tpot_ms"] = 1000.0 * got["tpot_sum_s"] / got["tpot_count"]
             drafted = got.get("spec_draft_tokens", 0.0)
             if drafted > 0:
                 got["spec_acceptance_rate"] = got.get("spec_accepted_tokens", 0.0) / drafted

@@ -34,6 +34,8 @@ class Level(BaseModel):
     p99_tpot_ms: float
     source: str = ""  # raw result file
     repeat: int = 0  # which sweep of the deployment this level belongs to
+    interactivity_source: str = "client"  # or "server": see Workload.interactivity_from
+    client_interactivity: float | None = None  # kept when interactivity comes from the server
     # Engine metrics scraped around the level, per role: what explains the numbers (spec-decode
     # acceptance, KV-cache usage, preemptions, KV transfers).
     metrics: dict[str, dict[str, float]] = {}
@@ -73,6 +75,17 @@ class Level(BaseModel):
             p99_tpot_ms=float(data.get("p99_tpot_ms", 0.0)),
             source=source,
         )
+
+    def use_server_interactivity(self, metrics: dict[str, dict[str, float]], source: str) -> None:
+        """Interactivity from the engine core's mean TPOT of the decoding role(s)."""
+        tpots = [m["server_mean_tpot_ms"] for role, m in metrics.items()
+                 if m.get("server_mean_tpot_ms") and not role.startswith("prefill")]
+        if not tpots:
+            raise ResultError(f"{source}: interactivity_from: server, but no role exported "
+                              "vllm:request_time_per_output_token_seconds during the level")
+        self.client_interactivity = self.interactivity
+        self.interactivity = 1000.0 / max(tpots)  # the slowest decoding role sets the pace
+        self.interactivity_source = "server"
 
     @property
     def ok(self) -> bool:

@@ -122,6 +122,8 @@ class Runner:
             with Scraper(scraped) as scraper:
                 data = run_level(self._bench, target, workload, conc, out)
             level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
+            if workload.interactivity_from == "server":
+                level.use_server_interactivity(scraper.result, str(out))
         except (LoadError, ResultError) as exc:
             launcher.check_alive()
             raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
