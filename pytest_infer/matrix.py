@@ -171,6 +171,10 @@ class Workload(_Strict):
     # mean TPOT stamped by the engine core (scraped), for hosts where client and HTTP front end share
     # a starved core and receive tokens in bursts.
     interactivity_from: Literal["client", "server"] = "client"
+    # Per GPU kind, from an A/A calibration: the margin a stack may fall behind its best part (overrides
+    # thresholds.composability_tolerance) and the between-session log-SD added to every interval.
+    tolerance: float | None = Field(None, ge=0, lt=1)
+    session_noise: float = Field(0.0, ge=0)
 
 
 class WorkloadsFile(_Strict):

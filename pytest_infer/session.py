@@ -242,8 +242,9 @@ class InferSession:
 
     @property
     def stats(self) -> Stats:
-        t = self.matrix.thresholds
-        return Stats(t.composability_tolerance, t.confidence, t.bootstrap_from)
+        t, w = self.matrix.thresholds, self.matrix.workload(self.gpu)
+        return Stats(t.composability_tolerance if w.tolerance is None else w.tolerance, t.confidence,
+                     t.bootstrap_from, w.session_noise)
 
     def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
         """The stack against the best of its measurable parts at matched interactivity."""

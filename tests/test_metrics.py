@@ -45,7 +45,7 @@ class _Engine(http.server.BaseHTTPRequestHandler):
 
     calls = 0
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+    def do_GET(self) -> None:
         type(self).calls += 1
         n = type(self).calls
         body = VLLM_TEXT.format(drafted=100 * n, accepted=60 * n, kv=0.1 * (n % 3), preempted=n,
@@ -81,6 +81,8 @@ def test_scraper_differences_counters_and_samples_gauges(engine_url: str) -> Non
     assert m["server_mean_tpot_ms"] == pytest.approx(1000 * 0.05 / 10)
     assert 0 <= m["kv_cache_usage_mean"] <= m["kv_cache_usage_max"] <= 0.2 + 1e-9
     assert "dead" not in s.result  # an unreachable role records nothing and fails nothing
+    host = s.result["host"]  # this machine's CPU during the level (Linux /proc/stat)
+    assert 0 <= host["cpu_steal_pct"] <= host["cpu_busy_pct"] + 100 and 0 <= host["cpu_busy_pct"] <= 100
     assert acceptance_rate(s.result) == (120 * steps, 200 * steps)
 
 

@@ -17,6 +17,7 @@ class Stats:
     tolerance: float = 0.05
     confidence: float = 0.95
     bootstrap_from: int = 10
+    session_noise: float = 0.0  # see stats.ratio_interval
 
     @property
     def threshold(self) -> float:
@@ -77,7 +78,7 @@ def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -
 
     best = max((p for p in parts if p.covers(x)), key=lambda p: sum(p.at(x)) / len(p.at(x)))
     ys, yp = stack.at(x), best.at(x)
-    iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from)
+    iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
 
     def gmean(v: list[float]) -> float:
         return math.exp(sum(math.log(y) for y in v) / len(v))

@@ -54,8 +54,12 @@ class RatioInterval:
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
-                   bootstrap_from: int = 10, seed: int = 0) -> RatioInterval:
-    """Interval on mean(a)/mean(b) (geometric means) for positive samples a, b."""
+                   bootstrap_from: int = 10, seed: int = 0, session_noise: float = 0.0) -> RatioInterval:
+    """Interval on mean(a)/mean(b) (geometric means) for positive samples a, b.
+
+    `session_noise` is the log-SD of the ratio of two measurements of one deployment taken at different
+    times, beyond what their repeats show (a machine that drifts between sessions); it widens the
+    interval in quadrature. It comes from an A/A calibration (benchmarks/aa_calibration.py)."""
     la, lb = np.log(np.asarray(a, dtype=float)), np.log(np.asarray(b, dtype=float))
     diff = float(la.mean() - lb.mean())
     ratio = math.exp(diff)
@@ -76,4 +80,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         ci = stats.ttest_ind(la, lb, equal_var=False).confidence_interval(confidence)
         lo, hi = float(ci.low), float(ci.high)
         method = "t"
+    if session_noise > 0:
+        z = float(stats.norm.ppf(0.5 + confidence / 2)) * session_noise
+        lo, hi = diff - math.hypot(diff - lo, z), diff + math.hypot(hi - diff, z)
     return RatioInterval(ratio, math.exp(lo), math.exp(hi), len(la), len(lb), method, confidence)

@@ -48,6 +48,27 @@ def parse(text: str) -> dict[str, float]:
     return out
 
 
+def _cpu_times() -> list[int] | None:
+    """The aggregate line of /proc/stat (user nice system idle iowait irq softirq steal ...); None off Linux."""
+    try:
+        with open("/proc/stat") as fh:
+            return [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def _host(before: list[int] | None, after: list[int] | None) -> dict[str, float]:
+    """Share of this machine's CPU time that was busy, and stolen by the hypervisor, during the level:
+    a VM whose neighbours take its cores runs everything slower, and that explains a slow level."""
+    if not before or not after or len(before) < 8:
+        return {}
+    delta = [a - b for a, b in zip(after, before, strict=False)]
+    total = sum(delta[:8])
+    if total <= 0:
+        return {}
+    return {"cpu_busy_pct": 100.0 * (total - delta[3] - delta[4]) / total, "cpu_steal_pct": 100.0 * delta[7] / total}
+
+
 def _read(client: httpx.Client, url: str) -> dict[str, float] | None:
     try:
         r = client.get(f"{url}/metrics", timeout=5.0)
@@ -66,6 +87,7 @@ class Scraper:
         self._client = httpx.Client()
         self._before: dict[str, dict[str, float] | None] = {}
         self._gauges: dict[str, dict[str, list[float]]] = {r: {} for r in self.roles}
+        self._cpu: list[int] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -78,6 +100,7 @@ class Scraper:
                         self._gauges[role].setdefault(key, []).append(now[name])
 
     def __enter__(self) -> Self:
+        self._cpu = _cpu_times()
         self._before = {role: _read(self._client, url) for role, url in self.roles.items()}
         self._thread.start()
         return self
@@ -102,6 +125,9 @@ class Scraper:
                 got["spec_acceptance_rate"] = got.get("spec_accepted_tokens", 0.0) / drafted
             if got:
                 self.result[role] = got
+        host = _host(self._cpu, _cpu_times())
+        if host:
+            self.result["host"] = host
         self._client.close()
 
 

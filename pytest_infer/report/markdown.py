@@ -59,17 +59,19 @@ def _levels_table(rows: list[Row]) -> str:
             accept = f"{sum(a for a, _ in rates) / sum(d for _, d in rates):.2f}" if rates else ""
             kv = [v.get("kv_cache_usage_max", 0.0) for m in metrics for v in m.values()]
             pre = sum(v.get("preemptions", 0.0) for m in metrics for v in m.values())
+            steal = [m["host"]["cpu_steal_pct"] for m in metrics if "cpu_steal_pct" in m.get("host", {})]
             out.append([f"`{row.stack}`", conc, len(lvs),
                         f"{statistics.mean(float(lv['interactivity']) for lv in lvs):.1f}",
                         f"{statistics.mean(ys):.0f}{spread}",
                         f"{statistics.mean(float(lv.get('per_decode_gpu_output_throughput', 0)) for lv in lvs):.0f}",
-                        accept, f"{max(kv):.1%}" if kv else "", f"{pre:.0f}" if metrics[0] else ""])
+                        accept, f"{max(kv):.1%}" if kv else "", f"{pre:.0f}" if metrics[0] else "",
+                        f"{max(steal):.1f}%" if steal else ""])
     if not out:
         return ""
     return "\n## Levels\n\nMeans over repeats; engine metrics scraped from every role during each level.\n\n" + tabulate(
         out, tablefmt="github", headers=["stack", "concurrency", "repeats", "tok/s/user", "tok/s/GPU (± sd)",
                                          "output tok/s per decode GPU", "MTP acceptance", "KV cache max",
-                                         "preemptions"]) + "\n"
+                                         "preemptions", "host CPU steal (max)"]) + "\n"
 
 
 def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
@@ -77,7 +79,7 @@ def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
     table = tabulate([_cell(r) for r in rows], tablefmt="github", headers=[
         "stack", "verdict", "worst ratio to best part [interval]", "at tok/s/user", "best part there (tok/s/GPU)",
         "ratio per matched level", "MTP acceptance", "details"])
-    tol, conf = infer.matrix.thresholds.composability_tolerance, infer.matrix.thresholds.confidence
+    tol, conf, noise = infer.stats.tolerance, infer.stats.confidence, infer.stats.session_noise
     versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in infer.versions.items())
     suite = infer.suite or "composability"
     text = (f"# {suite.capitalize()} matrix: {infer.gpu}\n\n"
@@ -85,7 +87,9 @@ def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
             + (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
                f"(tok/s/user = 1000 / median TPOT), per-GPU throughput, {infer.matrix.workload(infer.gpu).repeats} "
                f"repeat(s) per level: pass when the {conf:.0%} interval on the ratio is at or above "
-               f"{1 - tol:.2f}, fail when it is all below, otherwise inconclusive.\n\n"
+               f"{1 - tol:.2f}, fail when it is all below, otherwise inconclusive"
+               + (f" (intervals include a between-session noise of {noise:.0%}, log-SD, from an A/A "
+                  f"calibration)" if noise else "") + ".\n\n"
                if suite == "composability" else "Each stack launched and asked for one greedy completion.\n\n")
             + f"{table}\n" + (_levels_table(rows) if suite == "composability" else "")
             + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots or []))
