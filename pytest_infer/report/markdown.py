@@ -76,7 +76,7 @@ def _levels_table(rows: list[Row]) -> str:
 
 def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
     rows = rows_in_order(infer)
-    table = tabulate([_cell(r) for r in rows], tablefmt="github", headers=[
+    table = tabulate([_cell(r) for r in rows], tablefmt="github", disable_numparse=True, headers=[
         "stack", "verdict", "worst ratio to best part [interval]", "at tok/s/user", "best part there (tok/s/GPU)",
         "ratio per matched level", "MTP acceptance", "details"])
     tol, conf, noise = infer.stats.tolerance, infer.stats.confidence, infer.stats.session_noise
