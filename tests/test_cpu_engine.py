@@ -63,7 +63,9 @@ def test_ctrl_c_mid_run_leaves_no_engine_process(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "--gpu", "cpu", "--suite", "composability", "--stack", "mtp",
          "--report-dir", str(reports), "-p", "no:cacheprovider"],
         stdout=(tmp_path / "out.txt").open("wb"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "PYTEST_INFER_TEST_MARKER": marker})
+        env={**os.environ, "PYTEST_INFER_TEST_MARKER": marker},
+        # As a user's terminal would (a shell's background job starts with SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 -- no threads here
     log = reports / "cpu" / "runs" / "cpu-vllm-mtp" / "logs" / "server.log"
     deadline = time.monotonic() + 600
     # Wait until the engine is really up (its worker processes exist), then interrupt as a user would.
@@ -98,6 +100,8 @@ def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]]) -> Path:
         {"optimizations": {name: {"summary": name} for name in fragments}}))
     engine = yaml.safe_load((root / "engines" / "vllm.yaml").read_text())
     engine["optimizations"] = fragments
+    for kind in engine["gpus"].values():  # per-GPU notes may only name optimizations that exist
+        kind["unsupported"] = {k: v for k, v in kind.get("unsupported", {}).items() if k in fragments}
     (root / "engines" / "vllm.yaml").write_text(yaml.safe_dump(engine))
     (root / "known_broken.yaml").write_text("known_broken: []\n")
     return root

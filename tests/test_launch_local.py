@@ -172,14 +172,20 @@ CHILD = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_wait_leaves_no_process(fake: Path, tmp_path: Path, sig: signal.Signals) -> None:
     marker = f"marker-{uuid.uuid4()}"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an ignored
+    # SIGINT (no KeyboardInterrupt): give the child the disposition a user's terminal would.
     child = subprocess.Popen([sys.executable, str(script), str(fake), marker, str(tmp_path / "logs")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd=Path(__file__).resolve().parents[1])
+                             cwd=Path(__file__).resolve().parents[1], preexec_fn=_default_sigint)  # noqa: PLW1509
     try:
         deadline = time.monotonic() + 30
         while len(marked(marker)) < 6:  # three fake servers and their grandchildren are up
