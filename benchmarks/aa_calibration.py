@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pytest_infer.analysis.checks import Stats, composability
-from pytest_infer.analysis.curve import Point, Sweeps
+from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.launch.local import LocalLauncher
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.measure.load import BenchClient, Target, bench_argv, run_level
@@ -31,11 +31,6 @@ from pytest_infer.measure.runner import Runner
 from pytest_infer.measure.store import Store
 from pytest_infer.space import Stack
 from pytest_infer.tinymodel import build_tiny_model, model_fingerprint
-
-
-def sweeps(name: str, levels: list[Level]) -> Sweeps:
-    return Sweeps.from_levels(name, [(lv.repeat, lv.concurrency, Point(lv.interactivity, lv.per_gpu_throughput))
-                                     for lv in levels])
 
 
 def main() -> None:
@@ -97,8 +92,26 @@ def main() -> None:
 
 
 def _pair(done: dict[str, list[dict[str, object]]], i: int) -> tuple[Sweeps, Sweeps]:
-    return (sweeps("A", [Level.model_validate(x) for x in done[f"{i:02d}A"]]),
-            sweeps("B", [Level.model_validate(x) for x in done[f"{i:02d}B"]]))
+    return Sweeps.from_records("A", done[f"{i:02d}A"]), Sweeps.from_records("B", done[f"{i:02d}B"])
+
+
+def _probe(lv: dict[str, object]) -> float | None:
+    host = (lv.get("metrics") or {}).get("host", {})  # type: ignore[attr-defined]
+    return float(host["probe_ms"]) if "probe_ms" in host else None
+
+
+def probe_normalized(done: dict[str, list[dict[str, object]]]) -> dict[str, list[dict[str, object]]] | None:
+    """Every level scaled by its host speed probe (both axes: a slower machine is slower on both), or
+    None when the levels were measured before the probe existed."""
+    import statistics as st
+
+    probes = [p for levels in done.values() for lv in levels if (p := _probe(lv)) is not None]
+    if not probes or len(probes) < sum(len(v) for v in done.values()):
+        return None
+    ref = st.median(probes)
+    return {name: [{**lv, "interactivity": float(lv["interactivity"]) * _probe(lv) / ref,  # type: ignore[arg-type,operator]
+                    "per_gpu_throughput": float(lv["per_gpu_throughput"]) * _probe(lv) / ref}  # type: ignore[arg-type,operator]
+                   for lv in levels] for name, levels in done.items()}
 
 
 def verdict(done: dict[str, list[dict[str, object]]], i: int, stats: Stats) -> tuple[str, str]:
@@ -135,12 +148,15 @@ def session_noise(done: dict[str, list[dict[str, object]]], pairs: list[int]) ->
     return math.sqrt(max(0.0, statistics.mean(d2) - statistics.mean(se2)))
 
 
+def count_on(done: dict[str, list[dict[str, object]]], ids: list[int], stats: Stats) -> str:
+    got = [verdict(done, i, stats)[0] for i in ids]
+    n = {k: got.count(k) for k in ("pass", "inconclusive", "fail")}
+    return f"{n['pass']} pass, {n['inconclusive']} inconclusive, {n['fail']} fail (false alarms {n['fail'] / len(ids):.0%})"
+
+
 def summarize(done: dict[str, list[dict[str, object]]], matrix: Matrix, pairs: int) -> None:
     def count(ids: list[int], stats: Stats) -> str:
-        got = [verdict(done, i, stats)[0] for i in ids]
-        n = {k: got.count(k) for k in ("pass", "inconclusive", "fail")}
-        return (f"{n['pass']} pass, {n['inconclusive']} inconclusive, {n['fail']} fail "
-                f"(false alarms {n['fail'] / len(ids):.0%})")
+        return count_on(done, ids, stats)
 
     ids = list(range(pairs))
     shipped = stats_for(matrix)
@@ -155,6 +171,20 @@ def summarize(done: dict[str, list[dict[str, object]]], matrix: Matrix, pairs: i
     for tol in (0.05, 0.10, 0.20, 0.30):
         print(f"  tolerance {tol:.2f}, split half (noise from the other half): first half "
               f"{count(first, stats_for(matrix, tol, s2))}; second half {count(second, stats_for(matrix, tol, s1))}")
+    normalized = probe_normalized(done)
+    if normalized is not None:  # does dividing by the host speed probe cancel the machine's drift?
+        import math
+
+        for conc in matrix.workload("cpu").concurrency:
+            pts = [(math.log(_probe(lv) or 1.0), math.log(float(lv["per_gpu_throughput"])))  # type: ignore[arg-type]
+                   for levels in done.values() for lv in levels if lv["concurrency"] == conc]
+            r = statistics.correlation([p for p, _ in pts], [y for _, y in pts]) if len(pts) > 2 else float("nan")
+            print(f"c={conc}: correlation of log probe time with log throughput {r:+.2f} ({len(pts)} levels)")
+        s_norm = session_noise(normalized, ids)
+        print(f"probe-normalized: session noise {s_norm:.3f}; with it, {count_on(normalized, ids, stats_for(matrix, None, s_norm))}")
+        for tol in (0.05, 0.10, 0.20, 0.30):
+            print(f"  probe-normalized, tolerance {tol:.2f}, no session noise: "
+                  f"{count_on(normalized, ids, stats_for(matrix, tol, 0.0))}")
     # Spread of single levels, to size repeats and margins.
     for conc in matrix.workload("cpu").concurrency:
         ys = [float(lv["per_gpu_throughput"]) for levels in done.values() for lv in levels  # type: ignore[arg-type]

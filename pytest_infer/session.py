@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_infer.analysis.checks import Stats, Verdict, acceptance_collapse, composability
-from pytest_infer.analysis.curve import Point, Sweeps
+from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.matrix import KnownBroken, Matrix, MatrixError, default_root
 from pytest_infer.measure.results import Measurement
 from pytest_infer.measure.runner import MeasurementFailed, Runner
@@ -237,8 +237,7 @@ class InferSession:
 
     @staticmethod
     def sweeps(m: Measurement, name: str) -> Sweeps:
-        return Sweeps.from_levels(name, [(lv.repeat, lv.concurrency, Point(lv.interactivity, lv.per_gpu_throughput))
-                                         for lv in m.levels])
+        return Sweeps.from_records(name, (lv.model_dump() for lv in m.levels))
 
     @property
     def stats(self) -> Stats:
@@ -424,11 +423,9 @@ class InferSession:
 
 def acceptance(m: Measurement) -> float | None:
     """Speculative-decoding acceptance over every level and role of a measurement."""
-    from pytest_infer.measure.metrics import acceptance_rate
+    from pytest_infer.measure.metrics import pooled_acceptance
 
-    got = [r for lv in m.levels if (r := acceptance_rate(lv.metrics)) is not None]
-    drafted = sum(d for _, d in got)
-    return sum(a for a, _ in got) / drafted if drafted else None
+    return pooled_acceptance(lv.metrics for lv in m.levels)
 
 
 def _first_line(text: str) -> str:

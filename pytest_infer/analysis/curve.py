@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,14 @@ class Sweeps:
                        f"{mean_at[best].throughput:.0f} at {best}")
         return cls(name, tuple(Curve.from_points(name, by_rep[r]) for r in sorted(by_rep)),
                    Curve.from_points(name, list(mean_at.values())), saturated, why)
+
+    @classmethod
+    def from_records(cls, name: str, records: Iterable[Mapping[str, Any]]) -> Sweeps:
+        """From stored levels (a Measurement's, or a report row's): repeat, concurrency, interactivity and
+        per_gpu_throughput keys."""
+        return cls.from_levels(name, [(int(r.get("repeat", 0)), int(r["concurrency"]),
+                                       Point(float(r["interactivity"]), float(r["per_gpu_throughput"])))
+                                      for r in records])
 
     @property
     def common_span(self) -> tuple[float, float]:

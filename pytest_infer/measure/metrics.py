@@ -8,7 +8,7 @@ records fewer keys.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import httpx
 from typing_extensions import Self
@@ -69,6 +69,34 @@ def _host(before: list[int] | None, after: list[int] | None) -> dict[str, float]
     return {"cpu_busy_pct": 100.0 * (total - delta[3] - delta[4]) / total, "cpu_steal_pct": 100.0 * delta[7] / total}
 
 
+def speed_probe_ms(repeats: int = 5) -> float | None:
+    """Median milliseconds of a fixed pure-Python loop, run on each core in turn (the engine's cores
+    are idle between levels). On a VM whose speed drifts by tens of percent for minutes at a time this
+    is recorded beside each level, so a calibration can test whether dividing by it cancels the drift."""
+    import os
+    import statistics
+    import time
+
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = os.sched_getaffinity(0)
+    times: list[float] = []
+    try:
+        for core in sorted(allowed)[:4]:
+            os.sched_setaffinity(0, {core})
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                acc = 0
+                for i in range(20_000):  # ~2 ms: interpreter-bound, like the engine's scheduler and front end
+                    acc += i * i % 7
+                times.append(1000.0 * (time.perf_counter() - t0))
+    except OSError:
+        return None
+    finally:
+        os.sched_setaffinity(0, allowed)
+    return statistics.median(times)
+
+
 def _read(client: httpx.Client, url: str) -> dict[str, float] | None:
     try:
         r = client.get(f"{url}/metrics", timeout=5.0)
@@ -88,6 +116,7 @@ class Scraper:
         self._before: dict[str, dict[str, float] | None] = {}
         self._gauges: dict[str, dict[str, list[float]]] = {r: {} for r in self.roles}
         self._cpu: list[int] | None = None
+        self._probe: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -100,6 +129,7 @@ class Scraper:
                         self._gauges[role].setdefault(key, []).append(now[name])
 
     def __enter__(self) -> Self:
+        self._probe = speed_probe_ms()
         self._cpu = _cpu_times()
         self._before = {role: _read(self._client, url) for role, url in self.roles.items()}
         self._thread.start()
@@ -126,9 +156,19 @@ class Scraper:
             if got:
                 self.result[role] = got
         host = _host(self._cpu, _cpu_times())
+        after = speed_probe_ms()
+        if self._probe is not None and after is not None:
+            host["probe_ms"] = (self._probe + after) / 2
         if host:
             self.result["host"] = host
         self._client.close()
+
+
+def pooled_acceptance(levels: Iterable[Mapping[str, Mapping[str, float]]]) -> float | None:
+    """Accepted / drafted tokens pooled over levels (each a role -> metrics map); None without drafts."""
+    got = [r for m in levels if (r := acceptance_rate(m)) is not None]
+    drafted = sum(d for _, d in got)
+    return sum(a for a, _ in got) / drafted if drafted else None
 
 
 def acceptance_rate(metrics: Mapping[str, Mapping[str, float]]) -> tuple[float, float] | None:

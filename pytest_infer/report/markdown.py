@@ -44,7 +44,7 @@ def _levels_table(rows: list[Row]) -> str:
     """Per stack and concurrency: means over repeats, and the engine metrics that explain them."""
     import statistics
 
-    from pytest_infer.measure.metrics import acceptance_rate
+    from pytest_infer.measure.metrics import pooled_acceptance
 
     out: list[list[Any]] = []
     for row in rows:
@@ -55,8 +55,8 @@ def _levels_table(rows: list[Row]) -> str:
             ys = [float(lv["per_gpu_throughput"]) for lv in lvs]
             spread = f" ± {statistics.stdev(ys):.0f}" if len(ys) > 1 else ""
             metrics = [lv.get("metrics") or {} for lv in lvs]
-            rates = [r for m in metrics if (r := acceptance_rate(m)) is not None]
-            accept = f"{sum(a for a, _ in rates) / sum(d for _, d in rates):.2f}" if rates else ""
+            rate = pooled_acceptance(metrics)
+            accept = f"{rate:.2f}" if rate is not None else ""
             kv = [v.get("kv_cache_usage_max", 0.0) for m in metrics for v in m.values()]
             pre = sum(v.get("preemptions", 0.0) for m in metrics for v in m.values())
             steal = [m["host"]["cpu_steal_pct"] for m in metrics if "cpu_steal_pct" in m.get("host", {})]

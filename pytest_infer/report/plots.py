@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_infer.analysis.curve import Point, Sweeps
+from pytest_infer.analysis.curve import Sweeps
 
 if TYPE_CHECKING:
     from pytest_infer.session import InferSession
@@ -21,11 +21,7 @@ VERDICT_COLOUR = {"passed": "tab:green", "failed": "tab:red", "skipped": "tab:gr
 
 def _sweeps(label: str, props: dict[str, Any]) -> Sweeps | None:
     levels = props.get("levels") or []
-    if not levels:
-        return None
-    return Sweeps.from_levels(label, [(int(lv.get("repeat", 0)), int(lv["concurrency"]),
-                                       Point(float(lv["interactivity"]), float(lv["per_gpu_throughput"])))
-                                      for lv in levels])
+    return Sweeps.from_records(label, levels) if levels else None
 
 
 def write_plots(infer: InferSession, suite: str) -> list[Path]:
