@@ -156,9 +156,9 @@ class Scraper:
             if got:
                 self.result[role] = got
         host = _host(self._cpu, _cpu_times())
-        after = speed_probe_ms()
-        if self._probe is not None and after is not None:
-            host["probe_ms"] = (self._probe + after) / 2
+        probe = speed_probe_ms()
+        if self._probe is not None and probe is not None:
+            host["probe_ms"] = (self._probe + probe) / 2
         if host:
             self.result["host"] = host
         self._client.close()
