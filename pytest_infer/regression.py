@@ -1,0 +1,89 @@
+"""The regression suite's logic: a fresh measurement of a stack against its stored baseline.
+
+Kept out of session.py: the session only hands over the stack, its measurement and the options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import pytest
+
+from pytest_infer.analysis.checks import Verdict, regression
+from pytest_infer.analysis.curve import Point, Sweeps
+from pytest_infer.measure import baselines
+from pytest_infer.measure.results import Measurement
+from pytest_infer.space import Stack
+
+if TYPE_CHECKING:
+    from pytest_infer.session import InferSession
+
+Kind = Literal["written", "compared", "missing", "mismatch"]
+
+
+@dataclass
+class Outcome:
+    kind: Kind
+    measurement: Measurement
+    message: str
+    verdict: Verdict | None = None
+    path: Path | None = None
+
+
+def baseline_dir(config: pytest.Config) -> Path:
+    opt = config.getoption("baseline_dir")
+    return Path(opt).resolve() if opt else config.rootpath / "baselines"
+
+
+def check(infer: InferSession, stack: Stack) -> Outcome:
+    """Measure the stack (fresh this session), then write its baseline or compare with it."""
+    m = infer.measure(stack)
+    root = baseline_dir(infer.config)
+    path = baselines.path_for(root, stack.gpu, stack.engine, infer.model, stack.label)
+    if infer.config.getoption("baseline_update"):
+        baselines.write(path, baselines.from_measurement(m, infer.run_id))
+        return Outcome("written", m, f"baseline written: {_rel(path, infer.config)} "
+                       f"({len(m.levels)} level(s) over {len(m.sweeps())} repeat(s))", path=path)
+    base = baselines.load(path)  # BaselineError: the test fails with its one line
+    if base is None:
+        return Outcome("missing", m, f"no baseline for {stack.id} at {_rel(path, infer.config)}; record one with "
+                       f"--baseline-update", path=path)
+    blocking, notes = baselines.compare_environments(base.fingerprint, baselines.fingerprint_of(m))
+    if blocking:
+        return Outcome("mismatch", m, f"baseline {_rel(path, infer.config)} is from another environment: "
+                       f"{'; '.join(blocking)}; re-record it with --baseline-update", path=path)
+    verdict = regression(infer.sweeps(m, stack.label), sweeps_of(base), infer.regression_stats)
+    verdict.stack = stack.id
+    changes = baselines.flag_changes(base.argv, m.argv)
+    extra = ([f"flags changed since the baseline: {'; '.join(changes)}"] if changes else []) + \
+            ([f"environment: {'; '.join(notes)}"] if notes else [])
+    if extra:
+        verdict.message += "\n" + "\n".join(extra)
+    return Outcome("compared", m, verdict.message, verdict, path)
+
+
+def sweeps_of(b: baselines.Baseline) -> Sweeps:
+    return Sweeps.from_levels("baseline", [(lv.repeat, lv.concurrency, Point(lv.interactivity, lv.per_gpu_throughput))
+                                           for lv in b.levels])
+
+
+def _rel(path: Path, config: pytest.Config) -> str:
+    try:
+        return str(path.relative_to(config.rootpath))
+    except ValueError:
+        return str(path)
+
+
+def markdown_intro(infer: InferSession) -> str:
+    st = infer.regression_stats
+    noise = (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
+             f"calibration)" if st.session_noise else "")
+    update = infer.config.getoption("baseline_update")
+    return (f"Each stack measured anew and compared with its baseline in `{_rel(baseline_dir(infer.config), infer.config)}` "
+            f"at matched interactivity (tok/s/user = 1000 / median TPOT), per-GPU throughput, "
+            f"{infer.matrix.workload(infer.gpu).repeats} repeat(s) per level: pass when the {st.confidence:.0%} "
+            f"interval on the ratio run / baseline is at or above {st.threshold:.2f}, fail when it is all below, "
+            f"otherwise inconclusive{noise}."
+            + (" This run wrote the baselines (--baseline-update)." if update else "") + "\n\n")
