@@ -26,7 +26,7 @@ Kind = Literal["written", "compared", "missing", "mismatch"]
 @dataclass
 class Outcome:
     kind: Kind
-    measurement: Measurement
+    measurement: Measurement | None  # None: nothing was measured (no baseline to compare with)
     message: str
     verdict: Verdict | None = None
     path: Path | None = None
@@ -38,22 +38,28 @@ def baseline_dir(config: pytest.Config) -> Path:
 
 
 def check(infer: InferSession, stack: Stack) -> Outcome:
-    """Measure the stack (fresh this session), then write its baseline or compare with it."""
-    m = infer.measure(stack)
+    """Write the stack's baseline (--baseline-update), or measure it anew and compare. A missing baseline,
+    or one from another environment, is found before anything is launched."""
     root = baseline_dir(infer.config)
     path = baselines.path_for(root, stack.gpu, stack.engine, infer.model, stack.label)
+    where = _rel(path, infer.config)
     if infer.config.getoption("baseline_update"):
-        baselines.write(path, baselines.from_measurement(m, infer.run_id))
-        return Outcome("written", m, f"baseline written: {_rel(path, infer.config)} "
-                       f"({len(m.levels)} level(s) over {len(m.sweeps())} repeat(s))", path=path)
+        new = infer.measure(stack)
+        baselines.write(path, baselines.from_measurement(new, infer.run_id))
+        return Outcome("written", new, f"baseline written: {where} ({len(new.levels)} level(s) over "
+                       f"{len(new.sweeps())} repeat(s))", path=path)
     base = baselines.load(path)  # BaselineError: the test fails with its one line
     if base is None:
-        return Outcome("missing", m, f"no baseline for {stack.id} at {_rel(path, infer.config)}; record one with "
-                       f"--baseline-update", path=path)
-    blocking, notes = baselines.compare_environments(base.fingerprint, baselines.fingerprint_of(m))
+        return Outcome("missing", None, f"no baseline for {stack.id} at {where}; record one with --baseline-update",
+                       path=path)
+    # Replayed results carry their own environment; a live run's is known before launching anything.
+    m = infer.measure(stack) if infer.runner(stack.engine).replay else None
+    blocking, notes = baselines.compare_environments(
+        base.fingerprint, baselines.fingerprint_of(m) if m is not None else expected_fingerprint(infer, stack))
     if blocking:
-        return Outcome("mismatch", m, f"baseline {_rel(path, infer.config)} is from another environment: "
-                       f"{'; '.join(blocking)}; re-record it with --baseline-update", path=path)
+        return Outcome("mismatch", m, f"baseline {where} is from another environment: {'; '.join(blocking)}; "
+                       f"re-record it with --baseline-update", path=path)
+    m = m if m is not None else infer.measure(stack)
     verdict = regression(infer.sweeps(m, stack.label), sweeps_of(base), infer.regression_stats)
     verdict.stack = stack.id
     changes = baselines.flag_changes(base.argv, m.argv)
@@ -62,6 +68,15 @@ def check(infer: InferSession, stack: Stack) -> Outcome:
     if extra:
         verdict.message += "\n" + "\n".join(extra)
     return Outcome("compared", m, verdict.message, verdict, path)
+
+
+def expected_fingerprint(infer: InferSession, stack: Stack) -> baselines.Fingerprint:
+    """The environment a measurement taken now would carry (nothing launched)."""
+    r = infer.runner(stack.engine)
+    return baselines.Fingerprint(engine=stack.engine, engine_version=r.engine_version, device=r.device or "unknown",
+                                 plugin_version=baselines.plugin_version(),
+                                 workload=baselines.workload_hash(infer.matrix.workload(stack.gpu)),
+                                 model=r.model_fingerprint or r.model)
 
 
 def sweeps_of(b: baselines.Baseline) -> Sweeps:
