@@ -161,9 +161,9 @@ class Thresholds(_Strict):
     # Regression suite: how much slower (per-GPU throughput, matched interactivity) a run may be than its
     # baseline; a GPU kind's workload tolerance (its calibrated noise floor) overrides it.
     regression_tolerance: float = Field(default=0.03, ge=0, lt=1)
-    # Regression suite: the stacks it covers by default per GPU kind (a --stack expression); others run
-    # with --stack. Empty or absent: every stack.
-    regression_stacks: dict[str, str] = {}
+    # Regression suite: the stacks (labels) it covers by default per GPU kind; --stack picks others.
+    # Absent: every stack.
+    regression_stacks: dict[str, list[str]] = {}
 
 
 class Workload(_Strict):

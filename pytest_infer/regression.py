@@ -32,6 +32,21 @@ class Outcome:
     path: Path | None = None
 
 
+def default_scope(labels: list[str], optimizations: list[str]) -> str:
+    """Stack labels as one --stack expression (a label alone means exactly that set; in an expression a
+    name means "has it", so each label becomes "has these and none of the others")."""
+    from pytest_infer.space import BASE, parse_label
+
+    terms = []
+    for label in labels:
+        opts = parse_label(label, optimizations)
+        terms.append(BASE if not opts else "(" + " and ".join(o if o in opts else f"not {o}" for o in optimizations)
+                     + ")")
+    if not terms:
+        raise ValueError("an empty list: omit the GPU kind to cover every stack")
+    return " or ".join(terms)
+
+
 def baseline_dir(config: pytest.Config) -> Path:
     opt = config.getoption("baseline_dir")
     return Path(opt).resolve() if opt else config.rootpath / "baselines"

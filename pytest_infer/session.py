@@ -119,7 +119,12 @@ class InferSession:
         model = config.getoption("model") or matrix.model_defaults[gpu].model
         exprs = config.getoption("stack")
         if not exprs and suite == "regression" and gpu in matrix.thresholds.regression_stacks:
-            exprs = [matrix.thresholds.regression_stacks[gpu]]  # the suite's default scope on this GPU kind
+            from pytest_infer.regression import default_scope
+
+            try:  # the suite's default scope on this GPU kind
+                exprs = [default_scope(matrix.thresholds.regression_stacks[gpu], list(matrix.optimizations))]
+            except ValueError as exc:
+                raise _usage(f"{matrix.root / 'workloads.yaml'}: thresholds.regression_stacks.{gpu}: {exc}") from None
         probe = Stack(gpu, engines[0], tuple(matrix.optimizations))
         for expr in exprs:
             try:

@@ -137,7 +137,7 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     matrices = _matrices(pytester.path / "m")
     reports, bdir = pytester.path / "r", pytester.path / "b"
     args = ["--gpu", "cpu", "--suite", "regression", "--infer-matrices", str(matrices), "--report-dir", str(reports),
-            "--baseline-dir", str(bdir), "--stack", "not slow", "-p", "no:cacheprovider",
+            "--baseline-dir", str(bdir), "--stack", "not slow", "-p", "no:cacheprovider", "-rs",
             "--infer-lease-dir", str(pytester.path / "leases")]
     # No baselines yet: skipped with the reason, before anything is launched; a failure when strict.
     none = pytester.runpytest_subprocess(*args)
@@ -191,7 +191,7 @@ def test_a_broken_or_foreign_baseline_is_reported_never_passed(pytester: pytest.
     matrices = _matrices(pytester.path / "m")
     reports, bdir = pytester.path / "r", pytester.path / "b"
     args = ["--gpu", "cpu", "--suite", "regression", "--infer-matrices", str(matrices), "--report-dir", str(reports),
-            "--baseline-dir", str(bdir), "--stack", "base", "-p", "no:cacheprovider",
+            "--baseline-dir", str(bdir), "--stack", "base", "-p", "no:cacheprovider", "-rs",
             "--infer-lease-dir", str(pytester.path / "leases")]
     pytester.runpytest_subprocess(*args, "--baseline-update").assert_outcomes(passed=1)
     replay = [*args, "--results", str(reports / "cpu" / "results")]
