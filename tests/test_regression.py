@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_composability_check import _fake_matrices, needs_bench
 
 from pytest_infer.analysis.checks import Stats, regression
 from pytest_infer.analysis.curve import Point, Sweeps
 from pytest_infer.measure import baselines
 from pytest_infer.measure.results import Level, Measurement
-from test_composability_check import _fake_matrices, needs_bench
 
 pytest_plugins = ["pytester"]
 CURVE = [(60.0, 2600.0), (150.0, 1800.0), (190.0, 360.0)]
@@ -108,7 +108,7 @@ def test_the_regression_check_passes_a_rerun_and_fails_a_slowdown_with_numbers()
 # ---- the workflow, end to end on fake servers ------------------------------------------------------------
 
 def _matrices(root: Path) -> Path:
-    m = _fake_matrices(root, levels="[1, 4]")
+    m = _fake_matrices(root, levels="[1, 4, 16]")  # a span wide enough that repeats overlap on a busy host
     w = (m / "workloads.yaml").read_text().replace("warmups: 0}", "warmups: 0, tolerance: 0.25}")
     (m / "workloads.yaml").write_text(w)  # the fake server's noise floor, as cpu's is calibrated
     return m

@@ -78,8 +78,14 @@ class Runner:
         if self.pool is None:
             yield ()
             return
-        needed = self.plan(stack).gpus
-        k = min(needed + self.host_devices, len(self.pool.devices)) if needed <= len(self.pool.devices) else needed
+        from pytest_infer.launch.gpus import preflight
+        from pytest_infer.launch.leases import LeaseError
+
+        needed, pool = self.plan(stack).gpus, self.pool.devices
+        if needed > len(pool):  # the machine's own shortage says more than the pool's
+            why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, needed)
+            raise LeaseError(why or f"needs {needed} device(s), the pool has {len(pool)}: {','.join(pool)}")
+        k = min(needed + self.host_devices, len(pool))
         got = self.pool.try_take(k)
         if got is not None:  # free now: no waiting line in the log
             try:
