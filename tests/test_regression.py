@@ -162,7 +162,11 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     parallel = pytester.runpytest_subprocess(*args, "-n", "2", "--junitxml", str(pytester.path / "par.xml"))
     monkeypatch.delenv("GITHUB_STEP_SUMMARY")
-    parallel.assert_outcomes(passed=2)
+    # An A/A pair: never a failure; on a busy two-core host the fake servers' noise may leave a level
+    # inconclusive (a skip saying how many repeats would decide it).
+    outcomes = parallel.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 2, outcomes
+    assert all("inconclusive" in ln for ln in parallel.stdout.lines if ln.startswith("SKIPPED"))
     launches = [ln.split() for ln in (reports / "cpu" / "launches.log").read_text().splitlines()]
     runs = list(dict.fromkeys(ln[1] for ln in launches))
     assert len(runs) == 2  # the update's session, then this one (the skipped runs launched nothing)
@@ -174,12 +178,12 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     assert (starts[1] - starts[0]).total_seconds() >= 5  # one deployment at a time on two cores (a sweep is longer)
     md_par = (reports / "cpu" / "regression.md").read_text()
     assert "# Regression matrix: cpu" in summary.read_text() and "`cpu-fake-fast`" in summary.read_text()
-    assert "PASS" in md_par and "baseline there (tok/s/GPU)" in md_par
+    assert "baseline there (tok/s/GPU)" in md_par and "`cpu-fake-base`" in md_par
 
     # The same results checked serially (replayed, so the numbers are the same ones): the same reports.
     serial = pytester.runpytest_subprocess(*args, "-p", "no:xdist", "--results", str(reports / "cpu" / "results"),
                                            "--junitxml", str(pytester.path / "ser.xml"))
-    serial.assert_outcomes(passed=2)
+    assert serial.parseoutcomes() == outcomes
     assert _junit(pytester.path / "par.xml") == _junit(pytester.path / "ser.xml")
     assert _body((reports / "cpu" / "regression.md").read_text()) == _body(md_par)
 
