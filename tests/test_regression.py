@@ -111,6 +111,11 @@ def _matrices(root: Path) -> Path:
     m = _fake_matrices(root, levels="[1, 4, 16]")  # a span wide enough that repeats overlap on a busy host
     w = (m / "workloads.yaml").read_text().replace("warmups: 0}", "warmups: 0, tolerance: 0.25}")
     (m / "workloads.yaml").write_text(w)  # the fake server's noise floor, as cpu's is calibrated
+    # Tokens paced by sleeps long enough that a busy host (a real engine beside these tests) does not move
+    # the fake servers' throughput: their A/A pairs stay A/A.
+    e = (m / "engines" / "fake.yaml").read_text().replace('FAKE_TOKEN_DELAY: "0.001"', 'FAKE_TOKEN_DELAY: "0.01"')
+    e = e.replace("common:\n", 'common:\n  env: {FAKE_TOKEN_DELAY: "0.02"}\n')
+    (m / "engines" / "fake.yaml").write_text(e)
     # As on cpu, a deployment also leases a core for its front end and client: under -n 2 on two cores the
     # two stacks are measured one after the other, as their baselines were.
     g = (m / "gpus.yaml").read_text().replace("fp4: false}", "fp4: false, host_devices: 1}")
