@@ -31,6 +31,9 @@ class GpuKind(_Strict):
     gpus_per_node: int = Field(ge=1)
     scale_up_domain: int = Field(ge=1)
     fp4: bool
+    # Devices a deployment leases beyond its ranks (launch/leases.py): on cpu one core for the HTTP front
+    # end and the load client, which otherwise starve beside another deployment's engine.
+    host_devices: int = Field(0, ge=0)
 
 
 class GpusFile(_Strict):
@@ -155,6 +158,12 @@ class Thresholds(_Strict):
     bootstrap_from: int = Field(default=10, ge=3)
     # A stack with MTP whose acceptance rate falls below this share of MTP alone's is flagged.
     mtp_acceptance_collapse: float = Field(default=0.5, gt=0, le=1)
+    # Regression suite: how much slower (per-GPU throughput, matched interactivity) a run may be than its
+    # baseline; a GPU kind's workload tolerance (its calibrated noise floor) overrides it.
+    regression_tolerance: float = Field(default=0.03, ge=0, lt=1)
+    # Regression suite: the stacks (labels) it covers by default per GPU kind; --stack picks others.
+    # Absent: every stack.
+    regression_stacks: dict[str, list[str]] = {}
 
 
 class Workload(_Strict):

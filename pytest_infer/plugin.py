@@ -36,6 +36,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--infer-matrices", metavar="DIR",
                 help="use this matrices/ directory instead of the shipped one (your own GPUs, engines, optimizations)")
     g.addoption("--infer-fresh", action="store_true", help="measure again even if results are stored")
+    g.addoption("--baseline-dir", metavar="DIR",
+                help="regression suite: where baselines live (default: baselines/ in the rootdir)")
+    g.addoption("--baseline-update", action="store_true",
+                help="regression suite: measure and (re)write the baselines instead of comparing")
+    g.addoption("--baseline-strict", action="store_true",
+                help="regression suite: a missing baseline or one from another environment fails (default: skip)")
+    g.addoption("--infer-engine-args", metavar="ARGS",
+                help="flags appended to every serving role, e.g. '--max-num-seqs 4' (part of what is measured)")
+    g.addoption("--infer-devices", metavar="IDS",
+                help="device ids to lease deployments from (default: CUDA/HIP/ROCR_VISIBLE_DEVICES, else all "
+                     "detected; the cores on cpu)")
+    g.addoption("--infer-lease-dir", metavar="DIR",
+                help="where the per-device lease locks live (default: one directory per user in the temp dir)")
     g.addoption("--infer-launch-timeout", metavar="S", type=float, default=900.0,
                 help="seconds a deployment may take to become healthy (default 900)")
 

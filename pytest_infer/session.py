@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,10 @@ from pytest_infer.measure.smoke import SmokeResult
 from pytest_infer.measure.store import Store
 from pytest_infer.plugin import SUITES
 from pytest_infer.space import Stack, all_stacks, matches
+
+if TYPE_CHECKING:
+    from pytest_infer.launch.leases import DevicePool
+    from pytest_infer.regression import Outcome
 
 PROPERTY = "infer"  # user_property carrying a stack's row for the reports (travels under xdist too)
 
@@ -114,6 +118,13 @@ class InferSession:
                 raise _usage(f"unknown engine {e!r} for {gpu}; valid: {', '.join(supported)}")
         model = config.getoption("model") or matrix.model_defaults[gpu].model
         exprs = config.getoption("stack")
+        if not exprs and suite == "regression" and gpu in matrix.thresholds.regression_stacks:
+            from pytest_infer.regression import default_scope
+
+            try:  # the suite's default scope on this GPU kind
+                exprs = [default_scope(matrix.thresholds.regression_stacks[gpu], list(matrix.optimizations))]
+            except ValueError as exc:
+                raise _usage(f"{matrix.root / 'workloads.yaml'}: thresholds.regression_stacks.{gpu}: {exc}") from None
         probe = Stack(gpu, engines[0], tuple(matrix.optimizations))
         for expr in exprs:
             try:
@@ -121,6 +132,19 @@ class InferSession:
             except (ValueError, SyntaxError) as exc:
                 raise _usage(f"--stack {expr!r}: {exc}") from None
         report_dir = Path(config.getoption("report_dir")).resolve() / gpu
+        if config.getoption("infer_engine_args"):
+            from pytest_infer.engines import parse_engine_args
+
+            try:
+                parse_engine_args(config.getoption("infer_engine_args"), list(engines))
+            except ValueError as exc:
+                raise _usage(str(exc)) from None
+        from pytest_infer.launch.leases import LeaseError, device_pool
+
+        try:  # a bad --infer-devices or *_VISIBLE_DEVICES is a usage error before anything runs
+            device_pool(matrix.gpus[gpu].vendor, config.getoption("infer_devices"), 0)
+        except LeaseError as exc:
+            raise _usage(str(exc)) from None
         replayed = cls._replayed(config, matrix, gpu, list(engines), report_dir)
         if suite is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
             config.args = [str(suite_dir(suite))]
@@ -197,12 +221,35 @@ class InferSession:
                 else:
                     reporter.write_line(msg)
 
+            from pytest_infer.engines import parse_engine_args
+            from pytest_infer.launch.gpus import device_fingerprint
+
+            extra = self.config.getoption("infer_engine_args")
+            kind = self.matrix.gpus[self.gpu]
             self._runners[engine] = Runner(
                 matrix=self.matrix, store=store, run_root=self.report_dir / "runs", model=self.model,
                 engine_version=self.versions.get(engine) or "unknown", local_models=local,
                 model_fingerprint=fingerprint, launch_timeout_s=self.config.getoption("infer_launch_timeout"),
-                replay=bool(results), fresh=self.config.getoption("infer_fresh"), log=log, run_id=self.run_id)
+                replay=bool(results), log=log, run_id=self.run_id,
+                # A regression run measures anew: a stored sweep from another session is what it checks.
+                fresh=self.config.getoption("infer_fresh") or self.suite == "regression",
+                extra_args=parse_engine_args(extra, [engine]) if extra else (),
+                pool=None if results else self.device_pool(), host_devices=kind.host_devices,
+                device="" if results else device_fingerprint(kind.vendor))
         return self._runners[engine]
+
+    def device_pool(self) -> DevicePool:
+        from pytest_infer.launch.gpus import visible_devices
+        from pytest_infer.launch.leases import DevicePool, LeaseError, default_lock_dir, device_pool
+
+        vendor = self.matrix.gpus[self.gpu].vendor
+        try:
+            ids, _ = device_pool(vendor, self.config.getoption("infer_devices"),
+                                 0 if vendor == "cpu" else visible_devices(vendor)[0])
+        except LeaseError as exc:
+            raise _usage(str(exc)) from None
+        lock_dir = self.config.getoption("infer_lease_dir")
+        return DevicePool(ids, Path(lock_dir).resolve() if lock_dir else default_lock_dir(), vendor)
 
     def model_dir(self, name: str) -> Path:
         return Path(self.config.getoption("report_dir")).resolve() / "models" / name
@@ -238,6 +285,17 @@ class InferSession:
     @staticmethod
     def sweeps(m: Measurement, name: str) -> Sweeps:
         return Sweeps.from_records(name, (lv.model_dump() for lv in m.levels))
+
+    @property
+    def regression_stats(self) -> Stats:
+        t, w = self.matrix.thresholds, self.matrix.workload(self.gpu)
+        return Stats(t.regression_tolerance if w.tolerance is None else w.tolerance, t.confidence,
+                     t.bootstrap_from, w.session_noise)
+
+    def regression(self, stack: Stack) -> Outcome:
+        from pytest_infer.regression import check
+
+        return check(self, stack)
 
     @property
     def stats(self) -> Stats:

@@ -88,14 +88,38 @@ def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -
     return LevelComparison(x, gmean(ys), best.name, gmean(yp), iv, "; ".join(notes))
 
 
+@dataclass(frozen=True)
+class _Words:
+    """How a check names what the stack is compared with."""
+
+    check: str = "composability"
+    one: str = "its part"  # "slower than its part base"
+    best: str = "its best part"
+    all: str = "its parts"
+    any: str = "any part"
+
+
+REGRESSION = _Words("regression", "the", "the baseline", "the baseline", "the baseline")  # vs Sweeps "baseline"
+
+
 def composability(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> Verdict:
     """Does the stack keep up with the best of its parts at matched interactivity (within the margin)?"""
+    return _compare(stack, parts, stats, _Words())
+
+
+def regression(run: Sweeps, baseline: Sweeps, stats: Stats) -> Verdict:
+    """Does this run keep up with the stored baseline of the same stack at matched interactivity? The same
+    curves, intervals and three-way decision as composability, with the baseline as the only reference."""
+    return _compare(run, [baseline], stats, REGRESSION)
+
+
+def _compare(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats, words: _Words) -> Verdict:
     name, tol, thr = stack.name, stats.tolerance, stats.threshold
     if not parts:
-        return Verdict(name, "composability", "inconclusive", tol, "no part could be measured")
+        return Verdict(name, words.check, "inconclusive", tol, "no part could be measured")
     levels = [compare_at(x, stack, parts, stats) for x in _grid(stack, parts)]
     if not levels:
-        return _no_overlap(stack.mean, [p.mean for p in parts], tol)
+        return _no_overlap(stack.mean, [p.mean for p in parts], tol, words)
     decided = {lc.interactivity: lc.interval.decide(thr) for lc in levels}
     losing = [lc for lc in levels if decided[lc.interactivity] == "fail"]
     worst = min(levels, key=lambda lc: lc.ratio)
@@ -106,8 +130,8 @@ def composability(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> Verdi
         if winning:
             cross = (f"; crossover: it wins at {', '.join(f'{lc.interactivity:.1f}' for lc in winning)} "
                      f"and loses at {', '.join(f'{lc.interactivity:.1f}' for lc in losing)} tok/s/user")
-        return Verdict(name, "composability", "fail", tol,
-                       f"{name} is slower than its part {worst.part} beyond the {tol:.0%} margin "
+        return Verdict(name, words.check, "fail", tol,
+                       f"{name} is slower than {words.one} {worst.part} beyond the {tol:.0%} margin "
                        f"{worst.describe(name)}{cross}", levels)
     open_ = [lc for lc in levels if decided[lc.interactivity] == "inconclusive"]
     if open_:
@@ -115,16 +139,16 @@ def composability(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> Verdi
         need = hardest.interval.repeats_to_decide(thr)
         more = (f"about {need} repeats per level (now {min(hardest.interval.n_a, hardest.interval.n_b)}) would "
                 f"decide it if the spread holds" if need else "the estimate sits on the margin")
-        return Verdict(name, "composability", "inconclusive", tol,
+        return Verdict(name, words.check, "inconclusive", tol,
                        f"the interval straddles the margin {thr:.2f} {hardest.describe(name)}; {more}",
                        levels, repeats_needed=need)
     single = " (one sample per level: point estimates)" if worst.interval.method == "point" else ""
-    return Verdict(name, "composability", "pass", tol,
-                   f"{name} keeps up with its best part at {len(levels)} matched level(s){single}; worst "
+    return Verdict(name, words.check, "pass", tol,
+                   f"{name} keeps up with {words.best} at {len(levels)} matched level(s){single}; worst "
                    f"{worst.describe(name)}", levels)
 
 
-def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdict:
+def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float, words: _Words) -> Verdict:
     """No shared interactivity: decide only when one side dominates point by point (mean curves)."""
     def beaten(p: Point, by: Curve, margin: float) -> bool:
         """Some point of `by` is at least as interactive and more than `margin` ahead in throughput."""
@@ -136,18 +160,18 @@ def _no_overlap(stack: Curve, parts: Sequence[Curve], tolerance: float) -> Verdi
             top = max(stack.frontier, key=lambda p: p.throughput)
             q = next(q for q in part.frontier if q.interactivity >= top.interactivity
                      and q.throughput * (1 - tolerance) > top.throughput)
-            return Verdict(stack.name, "composability", "fail", tolerance,
-                           f"{stack.name} has no interactivity level in common with its parts, and {part.name} "
+            return Verdict(stack.name, words.check, "fail", tolerance,
+                           f"{stack.name} has no interactivity level in common with {words.all}, and {part.name} "
                            f"beats every point of it on both axes, e.g. {stack.name} {top.throughput:.1f} tok/s/GPU "
                            f"at {top.interactivity:.1f} tok/s/user vs {part.name} {q.throughput:.1f} at "
                            f"{q.interactivity:.1f}, ratio {top.throughput / q.throughput:.3f} ({spans} tok/s/user)")
     if all(any(q.interactivity >= p.interactivity and q.throughput >= p.throughput for q in stack.frontier)
            for part in parts for p in part.frontier):
-        return Verdict(stack.name, "composability", "pass", tolerance,
-                       f"{stack.name} has no interactivity level in common with its parts, and is at least as "
+        return Verdict(stack.name, words.check, "pass", tolerance,
+                       f"{stack.name} has no interactivity level in common with {words.all}, and is at least as "
                        f"good as every point of each on both axes ({spans} tok/s/user)")
-    return Verdict(stack.name, "composability", "inconclusive", tolerance,
-                   f"no interactivity level in common with any part ({spans} tok/s/user); "
+    return Verdict(stack.name, words.check, "inconclusive", tolerance,
+                   f"no interactivity level in common with {words.any} ({spans} tok/s/user); "
                    f"measure more concurrency levels to compare")
 
 

@@ -26,3 +26,27 @@ def deployment_for(matrix: Matrix, stack: Stack, model: str, placement: Placemen
     path = (local_models or {}).get(ckpt, ckpt)
     return build(matrix, matrix.engines[stack.engine], stack, model, path, placement,
                  adapter(stack.engine).parallel_flags)
+
+
+def parse_engine_args(text: str, engines: list[str]) -> tuple[str, ...]:
+    """--infer-engine-args: flags appended to every serving role. Raises ValueError (one line) when they
+    do not split like a shell line, do not start with a flag, or the engine's own parser refuses them."""
+    import shlex
+
+    try:
+        args = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ValueError(f"--infer-engine-args {text!r}: {exc}") from None
+    if not args or not args[0].startswith("-"):
+        raise ValueError(f"--infer-engine-args {text!r}: expected engine flags, e.g. '--max-num-seqs 4'")
+    for engine in engines:
+        check = getattr(adapter(engine), "check_command_line", None)
+        if check is None:
+            continue
+        try:
+            check([engine, "serve", "model", *args])
+        except ValueError as exc:
+            raise ValueError(f"--infer-engine-args {text!r}: {engine} refuses them: {exc}") from None
+        except ImportError:
+            continue  # the engine is not installed here (a plan): nothing to check with
+    return args

@@ -30,6 +30,8 @@ class Placement:
     ports: Callable[[str], int] = lambda role: PLAN_PORTS.get(role.split("-")[0], 8300)
     side_ports: Callable[[str], int] = lambda role: 5600 + PLAN_PORTS.get(role.split("-")[0], 8300) - 8000
     run_dir: Path = field(default_factory=lambda: Path("reports"))
+    # Leased device ids (launch/leases.py), in the order ranks take them; empty: 0, 1, ... (plans, keys).
+    devices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -107,6 +109,10 @@ def substitute(text: str, values: dict[str, str], where: str) -> str:
         raise MatrixError(f"{where}: bad placeholder in {text!r}: {exc}") from None
 
 
+def _device(placement: Placement, index: int) -> str:
+    return placement.devices[index % len(placement.devices)] if placement.devices else str(index)
+
+
 def max_model_len(matrix: Matrix, gpu: str) -> int:
     w = matrix.workload(gpu)
     longest = math.ceil((w.input_len + w.output_len) * (1 + w.range_ratio))
@@ -154,7 +160,8 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
                 "run_dir": str(placement.run_dir),
                 "max_model_len": str(max_model_len(matrix, stack.gpu)),
                 # device index = core on cpu: each rank of each role pinned to its own core(s)
-                "cpu_cores": "|".join(str((used.get(node, 0) + c) % kind.gpus_per_node) for c in range(per_node)),
+                "cpu_cores": "|".join(_device(placement, (used.get(node, 0) + c) % kind.gpus_per_node)
+                                      for c in range(per_node)),
             }
             used[node] = used.get(node, 0) + per_node
             argv = [substitute(a, values, f"{where} serve") for a in engine.serve]

@@ -39,3 +39,33 @@ def preflight(gpu: str, vendor: str, needed_per_node: int) -> str | None:
         return None
     return (f"needs {needed_per_node} {gpu} device(s) on this node, found {count} ({how}); "
             f"use --infer-plan to print the commands, or --results DIR to replay stored results")
+
+
+@cache
+def device_fingerprint(vendor: str) -> str:
+    """What the devices are, for a baseline's environment: GPU name and driver, or the CPU model and
+    how many cores this process may use. Best effort: "unknown" when the vendor tool is missing."""
+    import os
+
+    if vendor == "cpu":
+        model = "unknown CPU"
+        try:
+            with open("/proc/cpuinfo") as fh:
+                model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
+        except OSError:
+            import platform
+
+            model = platform.processor() or model
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"cpu: {model} x{cores}"
+    queries = {"nvidia": ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+               "amd": ["amd-smi", "static", "--asic", "--driver", "--csv"]}
+    argv = queries[vendor]
+    if shutil.which(argv[0]) is None:
+        return f"{vendor}: unknown ({argv[0]} not found)"
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{vendor}: unknown ({argv[0]} failed)"
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()][1 if vendor == "amd" else 0:]  # amd: CSV header
+    return f"{vendor}: {lines[0] if lines else 'unknown'}"  # the first device stands for the node

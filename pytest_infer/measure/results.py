@@ -108,6 +108,8 @@ class Measurement(BaseModel):
     error: str = ""  # why it failed, with the server log tail
     launch_s: float = 0.0  # time to healthy
     run_id: str = ""  # the pytest session that measured it
+    model_fingerprint: str = ""  # the built model's hash (or the model's name): a baseline's environment
+    device: str = ""  # what it ran on (launch/gpus.device_fingerprint): a baseline's environment
     # What may flatter the numbers without failing them (replayed results: requests that failed inside
     # a level, failures a format cannot show). Shown with the verdict.
     warnings: list[str] = []

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from pytest_infer.measure.store import Store
 from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
+    from pytest_infer.launch.leases import DevicePool
     from pytest_infer.launch.local import LocalLauncher
     from pytest_infer.measure.smoke import SmokeResult
 
@@ -46,6 +48,12 @@ class Runner:
     fresh: bool = False  # ignore stored measurements
     run_id: str = ""  # one per pytest session, shared by xdist workers: a failure is not retried within it
     log: Callable[[str], None] = print
+    # --infer-engine-args: appended to every serving role's argv; part of what is measured (the key).
+    extra_args: tuple[str, ...] = ()
+    # Devices leased per deployment (launch/leases.py); None: no leasing (a plan, a replay).
+    pool: DevicePool | None = None
+    host_devices: int = 0  # extra devices a deployment holds (cpu: a core for its front end and client)
+    device: str = ""  # what it runs on (gpus.device_fingerprint), stored with each measurement
     _cache: dict[str, Measurement] = field(default_factory=dict)
     _bench: BenchClient | None = None
 
@@ -54,8 +62,41 @@ class Runner:
             self._bench.close()
 
     def plan(self, stack: Stack) -> Deployment:
-        return deployment_for(self.matrix, stack, self.model, Placement(run_dir=self.run_root / stack.id),
-                              self.local_models)
+        return self._with_extra_args(deployment_for(
+            self.matrix, stack, self.model, Placement(run_dir=self.run_root / stack.id), self.local_models))
+
+    def _with_extra_args(self, dep: Deployment) -> Deployment:
+        if not self.extra_args:
+            return dep
+        roles = [r if r.kind == "router" else r.model_copy(update={"argv": [*r.argv, *self.extra_args]})
+                 for r in dep.roles]
+        return dep.model_copy(update={"roles": roles})
+
+    @contextmanager
+    def leased(self, stack: Stack) -> Iterator[tuple[str, ...]]:
+        """The devices this deployment may use while the block runs (waits for free ones); () unleased."""
+        if self.pool is None:
+            yield ()
+            return
+        from pytest_infer.launch.gpus import preflight
+        from pytest_infer.launch.leases import LeaseError
+
+        needed, pool = self.plan(stack).gpus, self.pool.devices
+        if needed > len(pool):  # the machine's own shortage says more than the pool's
+            why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, needed)
+            raise LeaseError(why or f"needs {needed} device(s), the pool has {len(pool)}: {','.join(pool)}")
+        k = min(needed + self.host_devices, len(pool))
+        got = self.pool.try_take(k)
+        if got is not None:  # free now: no waiting line in the log
+            try:
+                yield tuple(d for d, _ in got)
+            finally:
+                for _, lock in got:
+                    lock.release()
+            return
+        self.log(f"[infer] {stack.id}: waiting for {k} free device(s) of {','.join(self.pool.devices)}")
+        with self.pool.lease(k) as devices:
+            yield devices
 
     def key(self, stack: Stack) -> str:
         blob = json.dumps({
@@ -139,40 +180,65 @@ class Runner:
         launcher.check_alive()
         return level
 
-    def launchable(self, stack: Stack, run_dir: Path) -> Deployment:
-        """The deployment with free local ports; MeasurementFailed if this machine lacks the devices."""
+    def launchable(self, stack: Stack, run_dir: Path, devices: tuple[str, ...] = ()) -> Deployment:
+        """The deployment with free local ports on the leased `devices`; MeasurementFailed if this machine
+        lacks the devices."""
         from pytest_infer.launch.gpus import preflight
+        from pytest_infer.launch.leases import ROLE_VARIABLE
         from pytest_infer.launch.local import free_ports
 
         plan = self.plan(stack)
-        why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, max(r.gpus for r in plan.roles))
+        vendor = self.matrix.gpus[stack.gpu].vendor
+        why = preflight(stack.gpu, vendor, max(r.gpus for r in plan.roles))
         if why:
             raise MeasurementFailed(f"{stack.id} not launched: {why}")
         names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         sides = dict(zip(names, free_ports(len(names)), strict=True))
-        placement = Placement(ports=lambda name: ports[name], side_ports=lambda name: sides[name], run_dir=run_dir)
-        return deployment_for(self.matrix, stack, self.model, placement, self.local_models)
+        placement = Placement(ports=lambda name: ports[name], side_ports=lambda name: sides[name], run_dir=run_dir,
+                              devices=devices)
+        dep = self._with_extra_args(deployment_for(self.matrix, stack, self.model, placement, self.local_models))
+        var = ROLE_VARIABLE.get(vendor)
+        if not devices or var is None:
+            return dep  # cpu: the cores reach VLLM_CPU_OMP_THREADS_BIND through the placement
+        roles, at = [], 0
+        for r in dep.roles:  # each role its own slice of the lease, in role order
+            if r.gpus:
+                r = r.model_copy(update={"env": {**r.env, var: ",".join(devices[at:at + r.gpus])}})
+                at += r.gpus
+            roles.append(r)
+        return dep.model_copy(update={"roles": roles})
 
     def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
+        from pytest_infer.launch.leases import LeaseError
+
+        try:
+            with self.leased(stack) as devices:
+                return self._launch_and_sweep_on(stack, key, previous, devices)
+        except LeaseError as exc:
+            return self._failed_record(stack, key, f"{stack.id} not launched: {exc}")
+
+    def _launch_and_sweep_on(self, stack: Stack, key: str, previous: Measurement | None,
+                             devices: tuple[str, ...]) -> Measurement:
         from pytest_infer.launch.local import LaunchError, LocalLauncher
 
         workload = self.matrix.workload(stack.gpu)
         run_dir = self.run_root / stack.id
         plan = self.plan(stack)
         try:
-            dep = self.launchable(stack, run_dir)
+            dep = self.launchable(stack, run_dir, devices)
         except MeasurementFailed as exc:
             return self._failed_record(stack, key, str(exc))
         m = previous if previous is not None and previous.status != "failed" else Measurement(
             key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
             model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=workload,
-            argv={r.name: r.argv for r in plan.roles})
+            argv={r.name: r.argv for r in plan.roles}, device=self.device,
+            model_fingerprint=self.model_fingerprint)
         m.status, m.error, m.run_id = "running", "", self.run_id
         self.store.save(m)
         self._note_launch(stack)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
-                 f"({dep.gpus} device(s)), logs in {run_dir}")
+                 f"({dep.gpus} device(s){' on ' + ','.join(devices) if devices else ''}), logs in {run_dir}")
         launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
         t0 = time.monotonic()
         try:
@@ -226,11 +292,21 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
 
 def smoke(runner: Runner, stack: Stack) -> SmokeResult:
     """Launch the stack and send one greedy completion; raises MeasurementFailed with the root cause."""
+    from pytest_infer.launch.leases import LeaseError
+
+    try:
+        with runner.leased(stack) as devices:
+            return _smoke_on(runner, stack, devices)
+    except LeaseError as exc:
+        raise MeasurementFailed(f"{stack.id} not launched: {exc}") from None
+
+
+def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeResult:
     from pytest_infer.launch.local import LaunchError, LocalLauncher
     from pytest_infer.measure.smoke import SmokeResult, one_completion
 
     run_dir = runner.run_root / stack.id / "smoke"
-    dep = runner.launchable(stack, run_dir)
+    dep = runner.launchable(stack, run_dir, devices)
     runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
     launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=runner.launch_timeout_s)
     t0 = time.monotonic()

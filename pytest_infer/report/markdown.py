@@ -76,12 +76,18 @@ def _levels_table(rows: list[Row]) -> str:
 
 def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
     rows = rows_in_order(infer)
+    suite = infer.suite or "composability"
+    ref = "baseline" if suite == "regression" else "best part"
     table = tabulate([_cell(r) for r in rows], tablefmt="github", disable_numparse=True, headers=[
-        "stack", "verdict", "worst ratio to best part [interval]", "at tok/s/user", "best part there (tok/s/GPU)",
+        "stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user", f"{ref} there (tok/s/GPU)",
         "ratio per matched level", "MTP acceptance", "details"])
     tol, conf, noise = infer.stats.tolerance, infer.stats.confidence, infer.stats.session_noise
     versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in infer.versions.items())
-    suite = infer.suite or "composability"
+    intro = ""
+    if suite == "regression":
+        from pytest_infer.regression import markdown_intro
+
+        intro = markdown_intro(infer)
     text = (f"# {suite.capitalize()} matrix: {infer.gpu}\n\n"
             f"Model `{infer.model}`; {versions}; written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n"
             + (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
@@ -90,8 +96,9 @@ def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
                f"{1 - tol:.2f}, fail when it is all below, otherwise inconclusive"
                + (f" (intervals include a between-session noise of {noise:.0%}, log-SD, from an A/A "
                   f"calibration)" if noise else "") + ".\n\n"
-               if suite == "composability" else "Each stack launched and asked for one greedy completion.\n\n")
-            + f"{table}\n" + (_levels_table(rows) if suite == "composability" else "")
+               if suite == "composability" else intro if suite == "regression"
+               else "Each stack launched and asked for one greedy completion.\n\n")
+            + f"{table}\n" + (_levels_table(rows) if suite in ("composability", "regression") else "")
             + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots or []))
     infer.report_dir.mkdir(parents=True, exist_ok=True)
     path = infer.report_dir / f"{suite}.md"

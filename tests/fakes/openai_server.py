@@ -3,7 +3,8 @@ the engine in a suite). Streams `max_tokens` tokens with FAKE_TOKEN_DELAY second
 slows down as more requests run at once (like a real engine: delay = FAKE_TOKEN_DELAY x (1 + active / 4)),
 so tests get real-looking throughput-interactivity curves and can make one stack slower than another.
 With FAKE_SPEC_ACCEPT (a fraction) it reports vLLM's speculative-decoding counters on /metrics as if
-one token were drafted per generated token and that share accepted."""
+one token were drafted per generated token and that share accepted. `--max-num-seqs N` caps the requests
+decoded at once (the rest queue), as vLLM's flag does."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DELAY = float(os.environ.get("FAKE_TOKEN_DELAY", "0.002"))
 ACCEPT = os.environ.get("FAKE_SPEC_ACCEPT")
 ACTIVE = 0
 GENERATED = 0
+SEQS: asyncio.Semaphore | None = None
 
 
 async def metrics(_: web.Request) -> web.Response:
@@ -51,6 +53,12 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
                                   "usage": {"prompt_tokens": len(prompt), "completion_tokens": n}})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
+    assert SEQS is not None
+    async with SEQS:
+        return await _stream(resp, n, prompt)
+
+
+async def _stream(resp: web.StreamResponse, n: int, prompt: str) -> web.StreamResponse:
     global ACTIVE, GENERATED
     ACTIVE += 1
     try:
@@ -73,7 +81,10 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    args, _ = ap.parse_known_args()  # the rest stands for engine flags from the fake matrix
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    args, _ = ap.parse_known_args()
+    global SEQS
+    SEQS = asyncio.Semaphore(args.max_num_seqs)  # the rest stands for engine flags from the fake matrix
     app = web.Application()
     app.add_routes([web.get("/health", health), web.get("/v1/models", models), web.get("/metrics", metrics),
                     web.post("/v1/completions", completions)])
