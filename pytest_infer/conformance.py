@@ -188,9 +188,7 @@ class Conformance:
         """Raises MeasurementFailed when the stack itself cannot be measured."""
         result = self.accuracy(stack)
         out = Outcome(stack, result)
-        floor = self.model.floor(result.task) if self.model is not None else None
-        if self._rows is not None:  # published rows name their model: its floor, if the matrices know it
-            floor = self._floor_by_checkpoint(result.model, result.task)
+        floor = self.floor(result)
         if floor is not None and result.score is not None:
             out.checks.append(floor_check(result.score, result.stderr, result.n, floor, result.task, self.confidence))
         if not stack.opts:
@@ -204,6 +202,10 @@ class Conformance:
             if measured is not None:
                 out.checks.append(self.parity(result, measured, self.margin(opts), f"parity vs {part.label}",
                                               stack.label, part.label))
+        if not out.checks:  # nothing to hold the score against: never a silent pass (a 0.000 run looks fine)
+            out.checks.append(ParityVerdict("parity", "inconclusive", f"{stack.label}: no reference measured and no "
+                                            f"accuracy floor for {result.model} ({result.task}) to judge "
+                                            f"{result.score} against", 0.0, result.score))
         threshold = self.agreement_threshold(lossless) if lossless else None
         reference = got.get(ref)
         if threshold is not None and reference is not None:
@@ -215,9 +217,15 @@ class Conformance:
                                  f"({'published rows' if self._rows is not None else 'none stored'})")
         return out
 
-    def _floor_by_checkpoint(self, model: str, task: str) -> float | None:
-        for spec in self.infer.matrix.models.values():
-            names = {c.lower() for by_vendor in spec.checkpoints.values() for c in by_vendor.values()}
-            if model.lower() in names:
-                return spec.floor(task)
-        return None
+    def floor(self, result: AccuracyResult) -> float | None:
+        """The model's floor for the task: its own (published rows: the model whose checkpoint they name),
+        else the matrices' default for the task family."""
+        matrix = self.infer.matrix
+        model = self.model
+        if self._rows is not None:
+            model = next((m for m in matrix.models.values() if result.model.lower() in
+                          {c.lower() for by_vendor in m.checkpoints.values() for c in by_vendor.values()}), None)
+        own = model.floor(result.task) if model is not None else None
+        if own is not None:
+            return own
+        return matrix.default_floor.get(result.task, matrix.default_floor.get(result.task.split("_")[0]))

@@ -84,6 +84,7 @@ class GpuDefaults(_Strict):
 class ModelsFile(_Strict):
     models: dict[str, Model]
     defaults: dict[str, GpuDefaults]
+    default_accuracy_floor: dict[str, float] = {}  # task family -> floor for models without their own
 
 
 class Fragment(_Strict):
@@ -223,6 +224,7 @@ class Matrix:
         self.optimizations = _load(root / "optimizations.yaml", OptimizationsFile).optimizations
         models = _load(root / "models.yaml", ModelsFile)
         self.models, self.model_defaults = models.models, models.defaults
+        self.default_floor = models.default_accuracy_floor
         workloads = _load(root / "workloads.yaml", WorkloadsFile)
         self.thresholds, self.workloads = workloads.thresholds, workloads.workloads
         self.known_broken = _load(root / "known_broken.yaml", KnownBrokenFile).known_broken

@@ -53,7 +53,7 @@ def write_arith_task(directory: Path, n: int) -> Path:
         "doc_to_target": "{{answer}}",
         "target_delimiter": "",
         "generation_kwargs": {"until": [arith.STOP], "do_sample": False, "temperature": 0.0, "max_gen_toks": 8},
-        "filter_list": [{"name": "strip", "filter": [{"function": "strip_whitespace"}, {"function": "take_first"}]}],
+        "filter_list": [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0, "problems": n},
     }

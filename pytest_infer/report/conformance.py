@@ -19,7 +19,9 @@ def _check(props: dict[str, Any], prefix: str) -> str:
         if not str(c["check"]).startswith(prefix):
             continue
         name = str(c["check"]).removeprefix(prefix).strip()
-        if prefix == "parity" and c.get("low") is not None:
+        if c["check"] == "parity":
+            cell = f"no reference and no floor: {c['verdict']}"
+        elif prefix == "parity" and c.get("low") is not None:
             cell = (f"vs {name.removeprefix('vs ')}: {c['value']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] "
                     f"margin {-c['threshold']:.2f}{' unpaired' if str(c['method']).startswith('unpaired') else ''}"
                     f" {c['verdict']}")

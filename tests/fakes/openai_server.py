@@ -62,10 +62,12 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
     body = await request.json()
     n = int(body.get("max_tokens") or 16)
     prompt = body.get("prompt", "")
+    global ACTIVE, GENERATED
     if os.environ.get("FAKE_ARITH") and not body.get("stream"):
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
         texts = [_arith(str(p), stops) for p in (prompt if isinstance(prompt, list) else [prompt])]
+        GENERATED += len(texts)
         return web.json_response({"id": "x", "object": "text_completion", "model": "fake",
                                   "choices": [{"index": i, "text": t, "finish_reason": "stop"}
                                               for i, t in enumerate(texts)],
@@ -77,7 +79,6 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
                                   "usage": {"prompt_tokens": len(prompt), "completion_tokens": n}})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
-    global ACTIVE, GENERATED
     ACTIVE += 1
     try:
         for i in range(n):
