@@ -146,9 +146,10 @@ class Conformance:
 
     # ---- checks ---------------------------------------------------------------------------------
     def reference(self, stack: Stack) -> Stack:
-        """The same-precision reference: fp4 for fp4+mtp, base for mtp."""
+        """The same-precision reference: fp4 for fp4+mtp, base for mtp. A precision change that declares an
+        output agreement (one meant to be lossless) is compared against the reference without it."""
         opts = self.infer.matrix.optimizations
-        return stack.with_opts(o for o in stack.opts if opts[o].precision)
+        return stack.with_opts(o for o in stack.opts if opts[o].precision and opts[o].output_agreement is None)
 
     def margin(self, opts: tuple[str, ...]) -> float:
         return max((self.infer.matrix.optimizations[o].accuracy_margin for o in opts), default=0.0)

@@ -161,7 +161,7 @@ def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
     assert gsm_config["dataset_path"] == "openai/gsm8k" and gsm_config["num_fewshot"] == 5
     assert "#### [number]" in gsm_config["doc_to_text"] and gsm_config["test_split"] == "test"
     # The arith task is built for real from its local JSONL (offline): its documents and its scorer.
-    task = TaskManager(include_path=str(tmp_path / ARITH)).load_task_or_group([ARITH])[ARITH]
+    task = TaskManager(include_path=str(tmp_path / ARITH)).load([ARITH])["tasks"][ARITH]
     docs = list(task.test_docs())
     assert len(docs) == 50 and task.doc_to_text(docs[0]) == arith.problems("test", 50)[0].prompt
     assert task.doc_to_target(docs[0]) == arith.problems("test", 50)[0].answer
