@@ -189,6 +189,7 @@ class Conformance:
         """Raises MeasurementFailed when the stack itself cannot be measured."""
         result = self.accuracy(stack)
         out = Outcome(stack, result)
+        self._where(stack, out)
         floor = self.floor(result)
         if floor is not None and result.score is not None:
             out.checks.append(floor_check(result.score, result.stderr, result.n, floor, result.task, self.confidence))
@@ -217,6 +218,14 @@ class Conformance:
                 out.notes.append(f"output agreement vs {ref.label} not compared: no greedy outputs "
                                  f"({'published rows' if self._rows is not None else 'none stored'})")
         return out
+
+    def _where(self, stack: Stack, out: Outcome) -> None:
+        """Where to look next: the stored per-sample outcomes and the deployment's logs."""
+        if self._rows is not None or stack.engine not in self._runners:
+            return
+        runner = self._runners[stack.engine]
+        out.notes.append(f"per-sample outcomes: {runner.store.path(stack.id, out.result.key)}; "
+                         f"server logs: {runner.runner.run_root / stack.id / 'accuracy' / 'logs'}")
 
     def floor(self, result: AccuracyResult) -> float | None:
         """The model's floor for the task: its own (published rows: the model whose checkpoint they name),

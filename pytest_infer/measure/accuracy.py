@@ -283,6 +283,9 @@ class AccuracyRunner:
         task_file, _ = self._task()
         output = run_dir / "lm-eval"
         cache = self.store.root / f"{stack.id}-{result.key}.lmcache"  # survives an interrupted run
+        if self.fresh:  # asked to measure again: lm-eval must not answer from its cache either
+            for old in self.store.root.glob(f"{cache.name}*"):
+                old.unlink()
         argv = lm_eval_argv(self.spec, dep.endpoint_url, dep.served_name, output, cache, task_file)
         result.argv = argv
         t0 = time.monotonic()
