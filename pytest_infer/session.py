@@ -181,7 +181,10 @@ class InferSession:
             marks.append(pytest.mark.skip(reason=f"unsupported: {why}"))
         else:
             kb = self.known_broken(stack)
-            if kb is not None:
+            # A silent loss is expected only by the suite that measures it: a known slowdown still has to
+            # give right answers (conformance), a known accuracy loss still has to be fast.
+            silent = {"conformance": "silent performance"}.get(self.suite or "", "silent accuracy")
+            if kb is not None and kb.kind != silent:
                 marks.append(pytest.mark.xfail(strict=True, reason=f"known broken ({kb.kind}): {kb.failure} "
                                                f"[{kb.issue}]"))
         return pytest.param(stack, id=stack.id, marks=marks)
