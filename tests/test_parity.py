@@ -165,3 +165,26 @@ def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
     docs = list(task.test_docs())
     assert len(docs) == 50 and task.doc_to_text(docs[0]) == arith.problems("test", 50)[0].prompt
     assert task.doc_to_target(docs[0]) == arith.problems("test", 50)[0].answer
+
+
+def test_published_rows_group_by_gpu_engine_and_model_family() -> None:
+    from pytest_infer.measure.evals import EvalRow, family, group, stack_of
+
+    assert family("nvidia/DeepSeek-R1-0528-FP4-V2") == family("deepseek-ai/DeepSeek-R1-0528") == "deepseek-r1-0528"
+    assert family("amd/DeepSeek-R1-0528-MXFP4-Preview") == "deepseek-r1-0528"
+    kinds, opts = ["b200", "mi355x"], ["fp4", "disagg", "wideep", "mtp"]
+
+    def row(**kw: object) -> EvalRow:
+        base: dict[str, object] = {"model": "deepseek-ai/DeepSeek-R1-0528", "hw": "B200-TRT", "framework": "trt",
+                                   "precision": "fp8", "task": "gsm8k", "score": 0.95, "score_se": 0.006,
+                                   "n_eff": 1319, "spec_decoding": "none", "dp_attention": "false"}
+        return EvalRow.model_validate({**base, **kw})
+
+    s = stack_of(row(precision="fp4", spec_decoding="mtp", dp_attention="true"), kinds, opts, "x")
+    assert s is not None and s.id == "b200-trt-fp4+mtp@deepseek-r1-0528-dpa"
+    rows = [("a", row(score=0.96, score_se=0.005)), ("b", row(score=0.94, score_se=0.007)),
+            ("c", row(hw="MI355X"))]
+    got = group(rows, kinds, opts, "b200", None)
+    (only,) = got.values()
+    assert only.score == pytest.approx(0.95) and only.stderr == pytest.approx(math.sqrt((0.005**2 + 0.007**2) / 2))
+    assert only.n == 1319 and "mean of 2 runs" in only.note and not only.paired
