@@ -91,7 +91,7 @@ def test_a_lossy_stack_fails_parity_and_agreement_with_its_numbers(pytester: pyt
     md = (reports / "cpu" / "conformance.md").read_text()
     rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
     assert set(rows) == {"cpu-fake-base", "cpu-fake-mtp", "cpu-fake-lossy", "cpu-fake-mtp+lossy"}
-    assert "FAIL" in rows["cpu-fake-lossy"] and "PASS" in rows["cpu-fake-mtp"] and "0.60" in rows["cpu-fake-mtp"]
+    assert "FAIL" in rows["cpu-fake-lossy"] and "PASS" in rows["cpu-fake-mtp"] and "0.600" in rows["cpu-fake-mtp"]
     # Per-sample outcomes are stored; a second run reuses them and launches nothing.
     stored = json.loads(next((reports / "cpu" / "results" / "accuracy").glob("cpu-fake-lossy-*.json")).read_text())
     assert len(stored["samples"]) == 200 and sum(stored["samples"].values()) == round(200 * stored["score"])

@@ -41,7 +41,7 @@ def _cell(row: Row) -> list[Any]:
     if row.outcome == "skipped" and str(row.detail).startswith("inconclusive"):
         verdict = "inconclusive"
     score = f"{p['score']:.4f}" + (f" ± {p['stderr']:.4f}" if "stderr" in p else "") if "score" in p else ""
-    accept = f"{p['mtp_acceptance_rate']:.2f}" if "mtp_acceptance_rate" in p else ""
+    accept = f"{p['mtp_acceptance_rate']:.3f}" if "mtp_acceptance_rate" in p else ""
     lines = [ln for ln in str(row.detail).splitlines() if ln.strip()]
     detail = " ".join(" ".join(lines[:1]).split())
     if row.outcome in ("passed", "failed") and "checks" in p:
