@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pytest_infer.measure.evaltask import AccuracySpec
+
 Vendor = Literal["amd", "nvidia", "cpu"]
 
 
@@ -44,6 +46,11 @@ class Optimization(_Strict):
     summary: str
     precision: str | None = None  # switches the checkpoint (fp4) instead of adding flags only
     requires: list[str] = []  # GPU capabilities (fields of GpuKind that must be true)
+    # Conformance: the accuracy a stack with this optimization may lose against its reference
+    # (non-inferiority margin), and for optimizations that should not change answers, the share of greedy
+    # outputs that must equal the reference's (None: lossy, compared on accuracy only).
+    accuracy_margin: float = Field(default=0.02, ge=0, lt=1)
+    output_agreement: float | None = Field(default=None, gt=0, le=1)
 
 
 class OptimizationsFile(_Strict):
@@ -60,7 +67,12 @@ class OptimizationsFile(_Strict):
 class Model(_Strict):
     checkpoints: dict[str, dict[str, str]]  # precision -> vendor (or "default") -> checkpoint
     builder: str | None = None  # a module that builds the model locally: python -m BUILDER OUT_DIR
-    accuracy_floor: dict[str, float] = {}
+    accuracy_floor: dict[str, float] = {}  # task (or its family: gsm8k for gsm8k_infx) -> minimum score
+    accuracy: AccuracySpec | None = None  # how lm-eval scores it (default: GSM8K 5-shot as InferenceX runs it)
+
+    def floor(self, task: str) -> float | None:
+        got = self.accuracy_floor.get(task)
+        return got if got is not None else self.accuracy_floor.get(task.split("_")[0])
 
     def checkpoint(self, precision: str, vendor: str) -> str | None:
         by_vendor = self.checkpoints.get(precision, {})
@@ -75,6 +87,7 @@ class GpuDefaults(_Strict):
 class ModelsFile(_Strict):
     models: dict[str, Model]
     defaults: dict[str, GpuDefaults]
+    default_accuracy_floor: dict[str, float] = {}  # task family -> floor for models without their own
 
 
 class Fragment(_Strict):
@@ -220,6 +233,7 @@ class Matrix:
         self.optimizations = _load(root / "optimizations.yaml", OptimizationsFile).optimizations
         models = _load(root / "models.yaml", ModelsFile)
         self.models, self.model_defaults = models.models, models.defaults
+        self.default_floor = models.default_accuracy_floor
         workloads = _load(root / "workloads.yaml", WorkloadsFile)
         self.thresholds, self.workloads = workloads.thresholds, workloads.workloads
         self.known_broken = _load(root / "known_broken.yaml", KnownBrokenFile).known_broken

@@ -75,6 +75,10 @@ def _levels_table(rows: list[Row]) -> str:
 
 
 def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
+    if infer.suite == "conformance":
+        from pytest_infer.report.conformance import write_conformance
+
+        return write_conformance(infer)
     rows = rows_in_order(infer)
     suite = infer.suite or "composability"
     ref = "baseline" if suite == "regression" else "best part"

@@ -4,14 +4,18 @@ slows down as more requests run at once (like a real engine: delay = FAKE_TOKEN_
 so tests get real-looking throughput-interactivity curves and can make one stack slower than another.
 With FAKE_SPEC_ACCEPT (a fraction) it reports vLLM's speculative-decoding counters on /metrics as if
 one token were drafted per generated token and that share accepted. `--max-num-seqs N` caps the requests
-decoded at once (the rest queue), as vLLM's flag does."""
+decoded at once (the rest queue), as vLLM's flag does. With FAKE_ARITH it answers "A+B=" prompts with the
+sum and a newline (as the repo's tiny model should), and FAKE_CORRUPT (a fraction) makes that share of
+prompts (chosen by a hash of the prompt, so the same ones every time) answer sum + 1."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import re
 import time
 
 from aiohttp import web
@@ -39,6 +43,20 @@ async def models(_: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
 
+def _arith(prompt: str, stop: list[str]) -> str:
+    """The sum for an "A+B=" prompt (a wrong one for the corrupted share), cut at the first stop string."""
+    hit = re.search(r"(\d+)\+(\d+)=$", prompt)
+    total = int(hit.group(1)) + int(hit.group(2)) if hit else 0
+    corrupt = float(os.environ.get("FAKE_CORRUPT", "0"))
+    if corrupt and hashlib.sha256(prompt.encode()).digest()[0] < corrupt * 256:
+        total += 1
+    text = f"{total}\n{total}\n"
+    for s in stop:
+        if s in text:
+            text = text[: text.index(s)]
+    return text
+
+
 async def completions(request: web.Request) -> web.StreamResponse | web.Response:
     if os.environ.get("FAKE_FAIL"):  # a stack that starts, then answers every request with a 500
         print("NotImplementedError: fake all_gatherv", flush=True)
@@ -46,6 +64,16 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
     body = await request.json()
     n = int(body.get("max_tokens") or 16)
     prompt = body.get("prompt", "")
+    global GENERATED
+    if os.environ.get("FAKE_ARITH") and not body.get("stream"):
+        stop = body.get("stop") or []
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        texts = [_arith(str(p), stops) for p in (prompt if isinstance(prompt, list) else [prompt])]
+        GENERATED += len(texts)
+        return web.json_response({"id": "x", "object": "text_completion", "model": "fake",
+                                  "choices": [{"index": i, "text": t, "finish_reason": "stop"}
+                                              for i, t in enumerate(texts)],
+                                  "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(texts)}})
     if not body.get("stream"):
         await asyncio.sleep(DELAY * n)
         return web.json_response({"id": "x", "object": "text_completion", "model": "fake",

@@ -1,0 +1,325 @@
+"""accuracy(stack): launch the deployment once, run lm-eval against its front door and a fixed set of greedy
+prompts, keep the per-sample outcomes and the greedy outputs on disk.
+
+Memoized like throughput measurements (keyed by the deployment, engine version, model and task), under
+<results>/accuracy/. lm-eval runs as its own CLI in a subprocess (its whole process group is killed on
+the way out) with `--use_cache`, so an interrupted run re-asks only the documents it had not answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+from filelock import FileLock
+from pydantic import BaseModel
+
+from pytest_infer import arith
+from pytest_infer.measure.evaltask import ARITH, AccuracySpec, lm_eval_argv, task_hash, write_task
+from pytest_infer.space import Stack
+
+if TYPE_CHECKING:
+    from pytest_infer.deployment import Deployment
+    from pytest_infer.launch.local import LocalLauncher
+    from pytest_infer.measure.runner import Runner
+
+# Greedy parity prompts for real models: fixed, varied, short; long enough answers to diverge.
+TEXT_PROMPTS = (
+    "The capital of France is", "Water boils at a temperature of", "def fibonacci(n):\n",
+    "The three primary colors are", "In 1969, the first humans to walk on the Moon were",
+    "Translate to German: 'Good morning, how are you?'\n", "A prime number is",
+    "The derivative of x^2 with respect to x is", "List three uses of a paperclip:\n1.",
+    "Photosynthesis converts", "SELECT name FROM users WHERE", "The speed of light in vacuum is about",
+    "Once upon a time, in a small village,", "The largest planet in the solar system is",
+    "To sort a list in Python, you can", "Question: What is 17 times 23?\nAnswer:",
+)
+
+
+class AccuracyResult(BaseModel):
+    """One deployment's accuracy run: per-sample outcomes (doc id -> 1 right / 0 wrong), the responses,
+    the greedy outputs on the parity prompts, and the engine metrics scraped around it."""
+
+    key: str
+    stack: str
+    engine: str
+    engine_version: str
+    gpu: str
+    model: str
+    task: str
+    status: Literal["running", "ok", "failed"] = "running"
+    error: str = ""
+    run_id: str = ""
+    score: float | None = None
+    stderr: float | None = None
+    n: int = 0
+    samples: dict[str, int] = {}
+    responses: dict[str, str] = {}
+    greedy: dict[str, str] = {}
+    argv: list[str] = []
+    launch_s: float = 0.0
+    eval_s: float = 0.0
+    greedy_s: float = 0.0
+    metrics: dict[str, dict[str, float]] = {}
+    source: str = ""  # replayed rows: where the numbers come from
+    note: str = ""
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.samples)
+
+    @property
+    def mtp_acceptance(self) -> float | None:
+        from pytest_infer.measure.metrics import acceptance_rate
+
+        got = acceptance_rate(self.metrics)
+        return got[0] / got[1] if got else None
+
+
+class AccuracyStore:
+    def __init__(self, root: Path, read_only: bool = False) -> None:
+        self.root = root
+        self.read_only = read_only
+
+    def path(self, stack_id: str, key: str) -> Path:
+        return self.root / f"{stack_id}-{key}.json"
+
+    def lock(self, stack_id: str, key: str) -> FileLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path(stack_id, key)) + ".lock")
+
+    def load(self, stack_id: str, key: str) -> AccuracyResult | None:
+        path = self.path(stack_id, key)
+        return AccuracyResult.model_validate_json(path.read_text()) if path.exists() else None
+
+    def find(self, stack_id: str) -> AccuracyResult | None:
+        """Newest stored result of the stack, whatever its key (replay does not know it)."""
+        found = sorted(self.root.glob(f"{stack_id}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in found:
+            if path.stem.removeprefix(stack_id + "-").isalnum():
+                return AccuracyResult.model_validate_json(path.read_text())
+        return None
+
+    def save(self, r: AccuracyResult) -> Path:
+        if self.read_only:
+            raise RuntimeError(f"results store {self.root} is read-only")
+        path = self.path(r.stack, r.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(r.model_dump_json(indent=1))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return path
+
+
+def parity_prompts(spec: AccuracySpec) -> list[str]:
+    """The fixed greedy prompt set: held-out addition problems (another seed than the eval's) for the
+    tiny model, a fixed text list for real models."""
+    if spec.task == ARITH:
+        return [p.prompt for p in arith.problems("test", spec.parity_prompts, seed=1)]
+    return list(TEXT_PROMPTS[: spec.parity_prompts])
+
+
+def greedy_outputs(url: str, served_name: str, prompts: list[str], max_tokens: int,
+                   concurrency: int = 8, timeout_s: float = 300) -> dict[str, str]:
+    """prompt -> greedy completion (temperature 0, fixed length: no stop, so more tokens can diverge)."""
+    with httpx.Client(timeout=timeout_s) as client:
+        def one(prompt: str) -> str:
+            resp = client.post(f"{url}/v1/completions", json={
+                "model": served_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "seed": 0})
+            if resp.status_code != 200:
+                raise RuntimeError(f"POST /v1/completions answered {resp.status_code}: {resp.text[:300]}")
+            return str((resp.json().get("choices") or [{}])[0].get("text", ""))
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            return dict(zip(prompts, pool.map(one, prompts), strict=True))
+
+
+def read_samples(output: Path, task: str) -> tuple[dict[str, int], dict[str, str], str]:
+    """(doc id -> 0/1, doc id -> response, metric) from lm-eval's samples_<task>_*.jsonl. With several
+    filters the strict one counts (InferenceX reports em_strict), else the first."""
+    files = sorted(output.rglob(f"samples_{task}_*.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise ValueError(f"{output}: lm-eval wrote no samples_{task}_*.jsonl (was --log_samples passed?)")
+    rows = [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{files[-1]}: no samples")
+    filters = list(dict.fromkeys(str(r.get("filter", "")) for r in rows))
+    chosen = "strict-match" if "strict-match" in filters else filters[0]
+    samples, responses = {}, {}
+    metric = ""
+    for r in rows:
+        if str(r.get("filter", "")) != chosen:
+            continue
+        metric = next((m for m in ("exact_match", "acc") if m in r), "")
+        if not metric:
+            raise ValueError(f"{files[-1]}: doc {r.get('doc_id')}: no exact_match or acc field")
+        doc = str(r["doc_id"])
+        samples[doc] = 1 if float(r[metric]) >= 1.0 else 0
+        resp = r.get("filtered_resps") or r.get("resps") or [""]
+        while isinstance(resp, list) and resp:
+            resp = resp[0]
+        responses[doc] = str(resp) if resp else ""
+    return samples, responses, f"{metric},{chosen}"
+
+
+def score_of(samples: dict[str, int]) -> tuple[float, float | None]:
+    """Mean and its standard error, as lm-eval computes them (sample stdev / sqrt(n))."""
+    xs = list(samples.values())
+    mean = sum(xs) / len(xs)
+    return mean, (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else None)
+
+
+@dataclass
+class AccuracyRunner:
+    runner: Runner  # the throughput runner: plans, ports, launch timeout, run dirs, logging
+    spec: AccuracySpec
+    store: AccuracyStore
+    task_dir: Path  # where the task files are written (under the report dir)
+    replay: bool = False
+    fresh: bool = False
+    log: Callable[[str], None] = print
+    _cache: dict[str, AccuracyResult] = field(default_factory=dict)
+    _task_file: Path | None = None
+    _task_hash: str = ""
+
+    def _task(self) -> tuple[Path | None, str]:
+        if not self._task_hash:
+            self._task_file = None if self.replay else write_task(self.spec, self.task_dir)
+            self._task_hash = task_hash(self.spec, self._task_file)
+        return self._task_file, self._task_hash
+
+    def key(self, stack: Stack) -> str:
+        r = self.runner
+        blob = json.dumps({"deployment": r.plan(stack).fingerprint(), "engine_version": r.engine_version,
+                           "model": r.model_fingerprint, "task": self._task()[1]}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def accuracy(self, stack: Stack) -> AccuracyResult:
+        """The stack's accuracy run; raises MeasurementFailed (cached for the session) when it cannot run."""
+        from pytest_infer.measure.runner import MeasurementFailed
+
+        if stack.id not in self._cache:
+            self._cache[stack.id] = self._accuracy(stack)
+        got = self._cache[stack.id]
+        if got.status != "ok":
+            raise MeasurementFailed(got.error)
+        return got
+
+    def _failed(self, stack: Stack, key: str, error: str) -> AccuracyResult:
+        return AccuracyResult(key=key, stack=stack.id, engine=stack.engine, engine_version=self.runner.engine_version,
+                              gpu=stack.gpu, model=self.runner.model, task=self.spec.task, status="failed", error=error)
+
+    def _accuracy(self, stack: Stack) -> AccuracyResult:
+        if self.replay:
+            got = self.store.find(stack.id)
+            return got or self._failed(stack, "", f"no stored accuracy result for {stack.id} in {self.store.root}")
+        key = self.key(stack)
+        with self.store.lock(stack.id, key):
+            got = self.store.load(stack.id, key)
+            run_id = self.runner.run_id
+            if got is not None and run_id and got.run_id == run_id and got.status != "running":
+                return got  # another xdist worker of this session ran it (or failed to): never twice
+            if got is not None and got.status == "ok" and not self.fresh:
+                self.log(f"[infer] {stack.id}: reusing stored accuracy {self.store.path(stack.id, key)}")
+                return got
+            return self._launch_and_evaluate(stack, key)
+
+    def _launch_and_evaluate(self, stack: Stack, key: str) -> AccuracyResult:
+        from pytest_infer.launch.local import LaunchError, LocalLauncher
+        from pytest_infer.measure.metrics import Scraper
+        from pytest_infer.measure.runner import MeasurementFailed, _server_tails, root_causes
+
+        run_dir = self.runner.run_root / stack.id / "accuracy"
+        try:
+            dep = self.runner.launchable(stack, run_dir)
+        except MeasurementFailed as exc:
+            return self._failed(stack, key, str(exc))
+        result = AccuracyResult(key=key, stack=stack.id, engine=stack.engine, engine_version=self.runner.engine_version,
+                                gpu=stack.gpu, model=self.runner.model, task=self.spec.task, run_id=self.runner.run_id)
+        self.store.save(result)
+        self.runner._note_launch(stack)
+        self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} for accuracy, logs in {run_dir}")
+        launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.runner.launch_timeout_s)
+        t0 = time.monotonic()
+        try:
+            with launcher:
+                result.launch_s = time.monotonic() - t0
+                scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
+                with Scraper(scraped) as scraper:
+                    self._evaluate(stack, dep, launcher, run_dir, result)
+                result.metrics = scraper.result
+            result.status = "ok"
+            accept = result.mtp_acceptance
+            self.log(f"[infer] {stack.id}: {self.spec.task} {result.score:.4f} (n={result.n}) in {result.eval_s:.0f} s, "
+                     f"{len(result.greedy)} greedy outputs in {result.greedy_s:.0f} s"
+                     + (f", MTP acceptance {accept:.2f}" if accept is not None else ""))
+        except (LaunchError, MeasurementFailed) as exc:
+            causes = root_causes(run_dir / "logs")
+            result.status, result.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
+        except (RuntimeError, OSError, ValueError, httpx.HTTPError) as exc:
+            tails = _server_tails(launcher, dep)
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}\n{tails}"
+        self.store.save(result)
+        return result
+
+    def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, run_dir: Path,
+                  result: AccuracyResult) -> None:
+        from pytest_infer.measure.runner import MeasurementFailed, _server_tails
+
+        task_file, _ = self._task()
+        output = run_dir / "lm-eval"
+        cache = self.store.root / f"{stack.id}-{result.key}.lmcache"  # survives an interrupted run
+        if self.fresh:  # asked to measure again: lm-eval must not answer from its cache either
+            for old in self.store.root.glob(f"{cache.name}*"):
+                old.unlink()
+        argv = lm_eval_argv(self.spec, dep.endpoint_url, dep.served_name, output, cache, task_file)
+        result.argv = argv
+        t0 = time.monotonic()
+        rc, tail = run_lm_eval(argv, run_dir / "lm-eval.log", timeout_s=max(600.0, self.runner.launch_timeout_s))
+        result.eval_s = time.monotonic() - t0
+        if rc != 0:
+            launcher.check_alive()
+            raise MeasurementFailed(f"lm-eval exited with {rc} ({run_dir / 'lm-eval.log'}):\n{tail}\n"
+                                    f"{_server_tails(launcher, dep)}")
+        result.samples, result.responses, _ = read_samples(output, self.spec.task)
+        result.score, result.stderr = score_of(result.samples)
+        result.n = len(result.samples)
+        t0 = time.monotonic()
+        result.greedy = greedy_outputs(dep.endpoint_url, dep.served_name, parity_prompts(self.spec),
+                                       self.spec.parity_max_tokens)
+        result.greedy_s = time.monotonic() - t0
+        launcher.check_alive()
+
+
+def run_lm_eval(argv: list[str], log: Path, timeout_s: float) -> tuple[int, str]:
+    """`python -m lm_eval ARGV` offline (no hub), in its own process group; (exit code, log tail)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "EMPTY")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lm_eval", *argv], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            rc = -1
+        finally:
+            if proc.poll() is None:  # timeout or Ctrl-C: nothing of lm-eval outlives us
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    lines = log.read_text(errors="replace").splitlines()
+    return rc, "\n".join(lines[-15:]) + ("\n(timed out)" if rc == -1 else "")
