@@ -89,20 +89,25 @@ def arithmetic(server: Server, n: int) -> dict[str, Any]:
             "acceptance": acc / drafted if drafted else None, "texts": texts}
 
 
-def bench_random(server: Server, prompts: int, log_dir: Path) -> dict[str, Any]:
-    """`vllm bench serve` random prompts (input 128, output 64, ignore_eos), as the throughput suite."""
+def bench_random(server: Server, prompts: int, log_dir: Path, temperature: float | None = None) -> dict[str, Any]:
+    """`vllm bench serve` random prompts (input 128, output 64, ignore_eos), as the throughput suite.
+
+    The suite passes no --temperature, so requests get the server's default (1.0 here: the model's
+    generation_config sets none) and MTP acceptance is E[p_target(greedy draft)]; 0 measures greedy."""
     vllm = Path(sys.executable).with_name("vllm")
     argv = [str(vllm), "bench", "serve", "--backend", "vllm", "--base-url", server.url, "--model", SERVED,
             "--tokenizer", str(server.model_dir), "--dataset-name", "random", "--random-input-len", "128",
             "--random-output-len", "64", "--random-range-ratio", "0.8", "--ignore-eos",
             "--num-prompts", str(prompts), "--max-concurrency", "16", "--seed", "0",
             "--save-result", "--result-dir", str(log_dir), "--result-filename", "bench.json"]
+    if temperature is not None:
+        argv += ["--temperature", str(temperature)]
     before = server.metrics()
     with (log_dir / "bench.log").open("wb") as log:
         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900)
     acc, drafted = acceptance(before, server.metrics())
     result = json.loads((log_dir / "bench.json").read_text())
-    return {"prompts": prompts, "completed": result.get("completed"), "accepted": acc, "drafted": drafted,
+    return {"prompts": prompts, "temperature": temperature, "completed": result.get("completed"), "accepted": acc, "drafted": drafted,
             "acceptance": acc / drafted if drafted else None,
             "output_throughput": result.get("output_throughput")}
 
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         res: dict[str, Any] = {"mtp": args.mtp, "arith": arithmetic(server, args.problems)}
         if args.bench_prompts:
             res["random"] = bench_random(server, args.bench_prompts, log_dir)
+            res["random_greedy"] = bench_random(server, args.bench_prompts, log_dir, temperature=0.0)
     texts = res["arith"].pop("texts")
     if args.texts:
         args.texts.write_text(json.dumps(texts))

@@ -49,12 +49,17 @@ SEED = 20261123
 
 @dataclass(frozen=True)
 class TrainConfig:
-    main_steps: int = 1800
+    main_steps: int = 3400
     main_batch: int = 128
     main_lr: float = 3e-3
-    mtp_steps: int = 400
+    # Second task: continue a run of consecutive token ids (what `vllm bench serve` random prompts are), so
+    # the model is confident there and MTP acceptance at temperature 1 means something.
+    runs_batch: int = 4
+    runs_len: int = 96
+    runs_weight: float = 0.5
+    mtp_steps: int = 700
     mtp_lr: float = 2e-3
-    mtp_batch: int = 16
+    mtp_batch: int = 24
     # Distillation data for the MTP layer: main-model greedy continuations.
     random_prompts: int = 64  # per prompt length
     # The throughput suite's random prompts are 128 tokens, range ratio 0.8: 26 to 230.
@@ -355,6 +360,11 @@ def train_main(model: TinyGlm, cfg: TrainConfig, log: bool = True) -> float:
         logits = model.logits(ids[:, :-1])
         tgt = ids[:, 1:].masked_fill(~mask[:, :-1], -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+        if cfg.runs_batch:
+            runs = random_prompts(2 * cfg.runs_batch, cfg.runs_len, gen)[: cfg.runs_batch]  # the run half
+            run_logits = model.logits(runs[:, :-1])
+            run_loss = F.cross_entropy(run_logits.reshape(-1, run_logits.shape[-1]), runs[:, 1:].reshape(-1))
+            loss = loss + cfg.runs_weight * run_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
@@ -364,7 +374,8 @@ def train_main(model: TinyGlm, cfg: TrainConfig, log: bool = True) -> float:
         if log and (step % cfg.log_every == 0 or step == cfg.main_steps - 1):
             print(f"main step {step:5d} loss {loss_val:.4f} (ema {ema:.4f}) {time.monotonic() - t0:.0f} s", flush=True)
         if log and cfg.eval_every and step and step % cfg.eval_every == 0:
-            print(f"main step {step:5d} exact match {exact_match(model, 200):.3f}", flush=True)
+            print(f"main step {step:5d} exact match {exact_match(model, 200):.3f}, run continuation "
+                  f"{run_accuracy(model):.3f}", flush=True)
     return loss_val
 
 
@@ -435,6 +446,17 @@ def exact_match(model: TinyGlm, n: int = 500) -> float:
         for p, row in zip(ps, out.tolist()):
             good += arith.is_correct(p, decode(row[len(p.prompt) :]))
     return good / n
+
+
+@torch.no_grad()
+def run_accuracy(model: TinyGlm, n: int = 32, length: int = 128, steps: int = 64) -> float:
+    """Share of greedy tokens that continue a run of consecutive ids (bench-style prompts)."""
+    prompts = random_prompts(2 * n, length, torch.Generator().manual_seed(SEED + 7))[:n]
+    out = greedy(model, prompts, steps)[:, length - 1 :]
+    first = 4
+    span = _cfg("vocab_size") - first
+    want = (out[:, :-1] - first + 1) % span + first
+    return float((out[:, 1:] == want).float().mean())
 
 
 @torch.no_grad()
@@ -516,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final main loss {main_loss:.4f}, mtp loss {mtp_loss:.4f}")
     print(f"torch exact match on 500 test problems: fp32 {em:.3f}, bf16 checkpoint {em_bf16:.3f}")
     print(f"torch MTP agreement with the main model's greedy tokens: {agree}")
+    print(f"torch greedy run continuation on bench-style prompts: {run_accuracy(model):.3f}")
     print(f"training wall time {elapsed:.1f} s")
     print(f"{args.out} sha256 {digest}")
     return 0
