@@ -89,6 +89,28 @@ def arithmetic(server: Server, n: int) -> dict[str, Any]:
             "acceptance": acc / drafted if drafted else None, "texts": texts}
 
 
+def runs(server: Server, n: int, temperature: float = 1.0, length: int = 128, seed: int = 0) -> dict[str, Any]:
+    """Prompts shaped like `vllm bench serve` random ones (runs of consecutive non-special ids from a
+    random offset), 64 tokens each with ignore_eos, at the suite's temperature; MTP acceptance."""
+    import random
+
+    rng = random.Random(seed)
+    first, vocab = 4, 128  # pad/bos/eos/unk are the tokenizer's special ids
+    prompts = []
+    for _ in range(n):
+        off = rng.randrange(vocab - first)
+        prompts.append([first + (off + i) % (vocab - first) for i in range(length)])
+    before = server.metrics()
+    with httpx.Client(timeout=600) as client:
+        r = client.post(f"{server.url}/v1/completions", json={
+            "model": SERVED, "prompt": prompts, "max_tokens": 64, "temperature": temperature,
+            "ignore_eos": True, "seed": seed})
+        r.raise_for_status()
+    acc, drafted = acceptance(before, server.metrics())
+    return {"prompts": n, "temperature": temperature, "accepted": acc, "drafted": drafted,
+            "acceptance": acc / drafted if drafted else None}
+
+
 def bench_random(server: Server, prompts: int, log_dir: Path, temperature: float | None = None) -> dict[str, Any]:
     """`vllm bench serve` random prompts (input 128, output 64, ignore_eos), as the throughput suite.
 
