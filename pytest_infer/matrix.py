@@ -193,6 +193,8 @@ class Workload(_Strict):
     # mean TPOT stamped by the engine core (scraped), for hosts where client and HTTP front end share
     # a starved core and receive tokens in bursts.
     interactivity_from: Literal["client", "server"] = "client"
+    # Sampling temperature of the benchmark's requests; None keeps the engine's default (the field's way).
+    temperature: float | None = Field(None, ge=0)
     # Per GPU kind, from an A/A calibration: the margin a stack may fall behind its best part (overrides
     # thresholds.composability_tolerance) and the between-session log-SD added to every interval.
     tolerance: float | None = Field(None, ge=0, lt=1)

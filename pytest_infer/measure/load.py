@@ -46,6 +46,7 @@ def bench_args(t: Target, w: Workload, concurrency: int, out: Path) -> list[str]
         "--request-rate", "inf", "--ignore-eos", "--num-warmups", str(w.warmups), "--seed", str(w.seed),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
         "--disable-tqdm", "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name,
+        *(["--temperature", str(w.temperature)] if w.temperature is not None else []),
     ]
 
 
