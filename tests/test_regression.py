@@ -230,7 +230,11 @@ def test_a_broken_or_foreign_baseline_is_reported_never_passed(pytester: pytest.
     pytester.runpytest_subprocess(*replay).assert_outcomes(skipped=1)
     path.write_text(good)
     again = pytester.runpytest_subprocess(*replay)
-    again.assert_outcomes(passed=1)  # the same samples: identical to the baseline
+    # The same samples: compared (not skipped as missing or foreign) at a ratio of exactly 1. Whether the
+    # interval clears the margin depends on how noisy the fake's repeats were on this host (pass when quiet,
+    # inconclusive under load), never a failure.
+    assert again.parseoutcomes().get("failed", 0) == 0 and "ratio 1.000" in again.stdout.str(), again.stdout.str()
+    assert "no baseline" not in again.stdout.str() and "another environment" not in again.stdout.str()
 
 
 def test_bad_engine_args_and_devices_are_usage_errors(pytester: pytest.Pytester) -> None:
