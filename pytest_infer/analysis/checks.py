@@ -64,7 +64,16 @@ def _grid(stack: Sweeps, parts: Sequence[Sweeps]) -> list[float]:
     lo, hi = stack.common_span
     if stack.saturated:
         lo = 0.0  # its flat extension serves lower interactivity (see Sweeps)
-    xs = sorted({min(max(p.interactivity, lo), hi) for s in (stack, *parts) for p in s.mean.frontier})
+
+    def inside(s: Sweeps, x: float) -> float:
+        """A part's mean-curve point moved into the span all of its repeats cover (its lowest point sits
+        below some repeat's lowest when their interactivity differs), then into the stack's."""
+        if s is not stack:
+            s_lo, s_hi = s.common_span
+            x = min(max(x, s_lo), s_hi) if s_lo <= s_hi else x
+        return min(max(x, lo), hi)
+
+    xs = sorted({inside(s, p.interactivity) for s in (stack, *parts) for p in s.mean.frontier})
     out: list[float] = []
     for x in xs:
         if any(p.covers(x) for p in parts) and (not out or x > out[-1] * 1.005):
