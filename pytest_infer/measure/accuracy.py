@@ -15,7 +15,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import httpx
-from filelock import FileLock
-from pydantic import BaseModel
+from pydantic import Field
 
 from pytest_infer import arith
 from pytest_infer.measure.evaltask import ARITH, AccuracySpec, lm_eval_argv, task_hash, write_task
+from pytest_infer.measure.results import Record
+from pytest_infer.measure.store import RecordStore
 from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
@@ -48,12 +48,10 @@ TEXT_PROMPTS = (
 )
 
 
-class AccuracyResult(BaseModel):
+class AccuracyResult(Record):
     """One deployment's accuracy run: per-sample outcomes (doc id -> 1 right / 0 wrong), the responses,
     the greedy outputs on the parity prompts, and the engine metrics scraped around it."""
 
-    key: str
-    stack: str
     engine: str
     engine_version: str
     gpu: str
@@ -65,14 +63,14 @@ class AccuracyResult(BaseModel):
     score: float | None = None
     stderr: float | None = None
     n: int = 0
-    samples: dict[str, int] = {}
-    responses: dict[str, str] = {}
-    greedy: dict[str, str] = {}
-    argv: list[str] = []
+    samples: dict[str, int] = Field(default_factory=dict)
+    responses: dict[str, str] = Field(default_factory=dict)
+    greedy: dict[str, str] = Field(default_factory=dict)
+    argv: list[str] = Field(default_factory=list)
     launch_s: float = 0.0
     eval_s: float = 0.0
     greedy_s: float = 0.0
-    metrics: dict[str, dict[str, float]] = {}
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     source: str = ""  # replayed rows: where the numbers come from
     note: str = ""
 
@@ -88,41 +86,8 @@ class AccuracyResult(BaseModel):
         return got[0] / got[1] if got else None
 
 
-class AccuracyStore:
-    def __init__(self, root: Path, read_only: bool = False) -> None:
-        self.root = root
-        self.read_only = read_only
-
-    def path(self, stack_id: str, key: str) -> Path:
-        return self.root / f"{stack_id}-{key}.json"
-
-    def lock(self, stack_id: str, key: str) -> FileLock:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path(stack_id, key)) + ".lock")
-
-    def load(self, stack_id: str, key: str) -> AccuracyResult | None:
-        path = self.path(stack_id, key)
-        return AccuracyResult.model_validate_json(path.read_text()) if path.exists() else None
-
-    def find(self, stack_id: str) -> AccuracyResult | None:
-        """Newest stored result of the stack, whatever its key (replay does not know it)."""
-        found = sorted(self.root.glob(f"{stack_id}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in found:
-            if path.stem.removeprefix(stack_id + "-").isalnum():
-                return AccuracyResult.model_validate_json(path.read_text())
-        return None
-
-    def save(self, r: AccuracyResult) -> Path:
-        if self.read_only:
-            raise RuntimeError(f"results store {self.root} is read-only")
-        path = self.path(r.stack, r.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(r.model_dump_json(indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return path
+class AccuracyStore(RecordStore[AccuracyResult]):
+    schema = AccuracyResult
 
 
 def parity_prompts(spec: AccuracySpec) -> list[str]:

@@ -92,9 +92,14 @@ class Level(BaseModel):
         return self.failed == 0 and self.completed >= self.num_prompts
 
 
-class Measurement(BaseModel):
+class Record(BaseModel):
+    """What a store keeps per deployment: one JSON file named by stack id and key."""
+
     key: str
     stack: str
+
+
+class Measurement(Record):
     engine: str
     engine_version: str
     gpu: str

@@ -1,18 +1,24 @@
-"""Measurements on disk under <report-dir>/<gpu>/results/, one JSON per deployment, written after
-every level (atomically) so an interrupted run keeps what it measured and resumes from there."""
+"""Records on disk, one JSON per deployment named by stack id and key: measurements under
+<report-dir>/<gpu>/results/ (written after every level), accuracy runs under results/accuracy/. Writes are
+atomic, so an interrupted run keeps what it measured and resumes from there."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import ClassVar, Generic, TypeVar
 
 from filelock import FileLock
 
-from pytest_infer.measure.results import Measurement
+from pytest_infer.measure.results import Measurement, Record
+
+R = TypeVar("R", bound=Record)
 
 
-class Store:
+class RecordStore(Generic[R]):
+    schema: ClassVar[type[Record]]
+
     def __init__(self, root: Path, read_only: bool = False) -> None:
         self.root = root
         self.read_only = read_only
@@ -25,28 +31,33 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.path(stack_id, key)) + ".lock")
 
-    def load(self, stack_id: str, key: str) -> Measurement | None:
-        path = self.path(stack_id, key)
-        if not path.exists():
-            return None
-        return Measurement.model_validate_json(path.read_text())
+    def _read(self, path: Path) -> R:
+        return self.schema.model_validate_json(path.read_text())  # type: ignore[return-value]
 
-    def save(self, m: Measurement) -> Path:
+    def load(self, stack_id: str, key: str) -> R | None:
+        path = self.path(stack_id, key)
+        return self._read(path) if path.exists() else None
+
+    def save(self, r: R) -> Path:
         if self.read_only:
             raise RuntimeError(f"results store {self.root} is read-only")
-        path = self.path(m.stack, m.key)
+        path = self.path(r.stack, r.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            fh.write(m.model_dump_json(indent=1))
+            fh.write(r.model_dump_json(indent=1))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return path
 
-    def find(self, stack_id: str) -> Measurement | None:
-        """Any stored measurement of the stack, newest first: replay does not know the original key."""
+    def find(self, stack_id: str) -> R | None:
+        """Any stored record of the stack, newest first: replay does not know the original key."""
         found = sorted(self.root.glob(f"{stack_id}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in found:
             if path.stem.removeprefix(stack_id + "-").isalnum():
-                return Measurement.model_validate_json(path.read_text())
+                return self._read(path)
         return None
+
+
+class Store(RecordStore[Measurement]):
+    schema = Measurement
