@@ -52,10 +52,6 @@ class AccuracyResult(Record):
     """One deployment's accuracy run: per-sample outcomes (doc id -> 1 right / 0 wrong), the responses,
     the greedy outputs on the parity prompts, and the engine metrics scraped around it."""
 
-    engine: str
-    engine_version: str
-    gpu: str
-    model: str
     task: str
     status: Literal["running", "ok", "failed"] = "running"
     error: str = ""

@@ -93,17 +93,17 @@ class Level(BaseModel):
 
 
 class Record(BaseModel):
-    """What a store keeps per deployment: one JSON file named by stack id and key."""
+    """What a store keeps per deployment (one JSON file named by stack id and key), and where it ran."""
 
     key: str
     stack: str
-
-
-class Measurement(Record):
     engine: str
     engine_version: str
     gpu: str
     model: str
+
+
+class Measurement(Record):
     gpus: int
     decode_gpus: int
     workload: Workload
