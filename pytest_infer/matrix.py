@@ -199,6 +199,11 @@ class Workload(_Strict):
     # thresholds.composability_tolerance) and the between-session log-SD added to every interval.
     tolerance: float | None = Field(None, ge=0, lt=1)
     session_noise: float = Field(0.0, ge=0)
+    # Measure the deployments of a run together: all up at once, one level of each in turn, so a stack
+    # and its parts see the same machine, level by level, and their ratios are taken pairwise per repeat
+    # (analysis/stats.paired_ratio_interval). For hosts whose speed drifts (a shared VM); the devices
+    # must be shareable by idle deployments (cpu cores are, GPU memory is not).
+    interleave: bool = False
 
 
 class WorkloadsFile(_Strict):

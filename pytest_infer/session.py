@@ -95,6 +95,7 @@ class InferSession:
         workerinput = getattr(config, "workerinput", None)
         self.run_id = str(workerinput["testrunuid"]) if workerinput else uuid.uuid4().hex
         self._runners: dict[str, Runner] = {}
+        self.planned: list[Stack] = []  # the stacks of the collected items (after deselection)
         self._smoke_failures: dict[str, str] = {}  # stack id -> first line of why its smoke test failed
 
     # ---- construction: every bad input is one line and exit code 4 ------------------------------
@@ -293,7 +294,24 @@ class InferSession:
             raise
 
     def measure(self, stack: Stack) -> Measurement:
-        return self.runner(stack.engine).measure(stack)
+        runner = self.runner(stack.engine)
+        if self.matrix.workload(self.gpu).interleave and not runner.replay:
+            group = self.interleaved_group(stack)
+            if stack in group:
+                runner.measure_together(group)
+        return runner.measure(stack)
+
+    def interleaved_group(self, stack: Stack) -> list[Stack]:
+        """What this run measures on the stack's engine, to be measured together (Workload.interleave):
+        the collected stacks and, for composability, their parts; not the unsupported or known-broken
+        ones (they run alone, and fail alone). The same list on every xdist worker."""
+        def ok(s: Stack) -> bool:
+            return s.engine == stack.engine and not self.unsupported(s) and self.known_broken(s) is None
+
+        group = [s for s in self.planned if ok(s)]
+        if self.suite != "regression":
+            group += [p for s in group for p in s.parts() if ok(p)]
+        return sorted(set(group), key=lambda s: (len(s.opts), s.id))
 
     @staticmethod
     def sweeps(m: Measurement, name: str) -> Sweeps:
@@ -426,6 +444,9 @@ class InferSession:
         if drop:
             config.hook.pytest_deselected(items=drop)
             items[:] = keep
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.planned = list(dict.fromkeys(s for s in map(_stack_of, session.items) if s is not None))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:

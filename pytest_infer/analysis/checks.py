@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pytest_infer.analysis.curve import Curve, Point, Sweeps
-from pytest_infer.analysis.stats import RatioInterval, ratio_interval
+from pytest_infer.analysis.stats import RatioInterval, paired_ratio_interval, ratio_interval
 
 VerdictKind = Literal["pass", "fail", "inconclusive"]
 
@@ -87,7 +87,12 @@ def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -
 
     best = max((p for p in parts if p.covers(x)), key=lambda p: sum(p.at(x)) / len(p.at(x)))
     ys, yp = stack.at(x), best.at(x)
-    iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
+    pairs = stack.paired_with(best)
+    if pairs is not None:  # measured in the same rounds: the machine's drift cancels round by round
+        iv = paired_ratio_interval([ys[i] for i, _ in pairs], [yp[j] for _, j in pairs], stats.confidence,
+                                   stats.bootstrap_from)
+    else:
+        iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
 
     def gmean(v: list[float]) -> float:
         return math.exp(sum(math.log(y) for y in v) / len(v))

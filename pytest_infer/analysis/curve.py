@@ -71,10 +71,14 @@ class Sweeps:
     mean: Curve
     saturated: bool = False
     saturation: str = ""  # why, with numbers
+    # Per repeat, the interleaved round it was measured in ("": alone); see Level.block.
+    blocks: tuple[str, ...] = ()
 
     @classmethod
-    def from_levels(cls, name: str, levels: Sequence[tuple[int, int, Point]]) -> Sweeps:
-        """(repeat, concurrency, point) triples; the mean curve averages each concurrency's repeats."""
+    def from_levels(cls, name: str, levels: Sequence[tuple[int, int, Point]],
+                    blocks: Mapping[int, str] | None = None) -> Sweeps:
+        """(repeat, concurrency, point) triples; the mean curve averages each concurrency's repeats.
+        `blocks`: repeat -> interleaved round."""
         by_rep: dict[int, list[Point]] = {}
         by_conc: dict[int, list[Point]] = {}
         for rep, conc, p in levels:
@@ -91,15 +95,32 @@ class Sweeps:
                 why = (f"{name} saturates: {mean_at[top].throughput:.0f} tok/s/GPU at concurrency {top} vs "
                        f"{mean_at[best].throughput:.0f} at {best}")
         return cls(name, tuple(Curve.from_points(name, by_rep[r]) for r in sorted(by_rep)),
-                   Curve.from_points(name, list(mean_at.values())), saturated, why)
+                   Curve.from_points(name, list(mean_at.values())), saturated, why,
+                   tuple((blocks or {}).get(r, "") for r in sorted(by_rep)))
 
     @classmethod
     def from_records(cls, name: str, records: Iterable[Mapping[str, Any]]) -> Sweeps:
         """From stored levels (a Measurement's, or a report row's): repeat, concurrency, interactivity and
-        per_gpu_throughput keys."""
+        per_gpu_throughput keys, and block when measured interleaved."""
+        rows = list(records)
+        blocks: dict[int, set[str]] = {}
+        for r in rows:
+            blocks.setdefault(int(r.get("repeat", 0)), set()).add(str(r.get("block") or ""))
         return cls.from_levels(name, [(int(r.get("repeat", 0)), int(r["concurrency"]),
                                        Point(float(r["interactivity"]), float(r["per_gpu_throughput"])))
-                                      for r in records])
+                                      for r in rows],
+                               # a repeat resumed in another round belongs to none
+                               {rep: next(iter(b)) if len(b) == 1 else "" for rep, b in blocks.items()})
+
+    def paired_with(self, other: Sweeps) -> list[tuple[int, int]] | None:
+        """(my repeat, its repeat) measured in the same interleaved rounds, when every repeat of both has
+        its partner and there are at least two; else None (compare unpaired)."""
+        mine = {b: i for i, b in enumerate(self.blocks) if b}
+        theirs = {b: i for i, b in enumerate(other.blocks) if b}
+        if len(mine) < 2 or set(mine) != set(theirs) or len(mine) != len(self.repeats) \
+                or len(theirs) != len(other.repeats):
+            return None
+        return [(mine[b], theirs[b]) for b in sorted(mine)]
 
     @property
     def common_span(self) -> tuple[float, float]:

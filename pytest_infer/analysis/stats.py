@@ -3,6 +3,10 @@
 Throughput noise is multiplicative, so ratios are taken in log space: a Welch t interval on the
 difference of mean logs for few repeats, a bootstrap of the same statistic for more. One sample per
 side (replayed single runs) gives a point estimate that says it has no interval.
+
+Samples measured in interleaved rounds (one of each side per round, minutes apart at most) are paired:
+the interval is on the mean of the per-round log ratios, so what the machine did in a round (a VM
+slowing down for a while) cancels instead of widening the interval.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-Method = Literal["t", "bootstrap", "point"]
+Method = Literal["t", "bootstrap", "point", "paired t", "paired bootstrap"]
 Decision = Literal["pass", "fail", "inconclusive"]
 
 
@@ -49,8 +53,12 @@ class RatioInterval:
     def __str__(self) -> str:
         if self.method == "point":
             return f"{self.ratio:.3f} (one sample per side: no interval)"
-        return (f"{self.ratio:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.confidence:.0%} {self.method} "
-                f"interval, n={self.n_a}/{self.n_b})")
+        n = f"{self.n_a} rounds" if self.paired else f"n={self.n_a}/{self.n_b}"
+        return f"{self.ratio:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.confidence:.0%} {self.method} interval, {n})"
+
+    @property
+    def paired(self) -> bool:
+        return self.method.startswith("paired")
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
@@ -84,3 +92,32 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         z = float(stats.norm.ppf(0.5 + confidence / 2)) * session_noise
         lo, hi = diff - math.hypot(diff - lo, z), diff + math.hypot(hi - diff, z)
     return RatioInterval(ratio, math.exp(lo), math.exp(hi), len(la), len(lb), method, confidence)
+
+
+def paired_ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
+                          bootstrap_from: int = 10, seed: int = 0) -> RatioInterval:
+    """Interval on the geometric mean of a[i]/b[i], pairs measured in the same round: a one-sample t
+    interval on the log ratios for few rounds, a bootstrap of their mean for more."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    d = np.log(np.asarray(a, dtype=float)) - np.log(np.asarray(b, dtype=float))
+    mean = float(d.mean())
+    ratio, n = math.exp(mean), len(d)
+    if n < 2:
+        return RatioInterval(ratio, ratio, ratio, n, n, "point", confidence)
+    from scipy import stats
+
+    method: Method
+    if d.var() == 0:
+        lo = hi = mean
+        method = "paired t"
+    elif n >= bootstrap_from:
+        res = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=4000, method="BCa",
+                              rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        method = "paired bootstrap"
+    else:
+        ci = stats.ttest_1samp(d, 0.0).confidence_interval(confidence)
+        lo, hi = float(ci.low), float(ci.high)
+        method = "paired t"
+    return RatioInterval(ratio, math.exp(lo), math.exp(hi), n, n, method, confidence)

@@ -34,6 +34,10 @@ class Level(BaseModel):
     p99_tpot_ms: float
     source: str = ""  # raw result file
     repeat: int = 0  # which sweep of the deployment this level belongs to
+    # Interleaved measurement (Workload.interleave): the round this level was measured in. Deployments
+    # measured level by level in alternation share a round per repeat, so their curves of one round
+    # saw the same machine and can be compared pairwise; "" when measured alone.
+    block: str = ""
     interactivity_source: str = "client"  # or "server": see Workload.interactivity_from
     client_interactivity: float | None = None  # kept when interactivity comes from the server
     # Engine metrics scraped around the level, per role: what explains the numbers (spec-decode

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,17 +74,21 @@ class Runner:
         return dep.model_copy(update={"roles": roles})
 
     @contextmanager
-    def leased(self, stack: Stack) -> Iterator[tuple[str, ...]]:
-        """The devices this deployment may use while the block runs (waits for free ones); () unleased."""
+    def leased(self, *stacks: Stack) -> Iterator[tuple[str, ...]]:
+        """The devices these deployments may use while the block runs (waits for free ones); () unleased.
+        Several deployments up at once (interleaved) need the sum of their devices, except cpu cores:
+        an idle deployment leaves its cores to the one being measured, so they share the largest lease."""
         if self.pool is None:
             yield ()
             return
         from pytest_infer.launch.gpus import preflight
         from pytest_infer.launch.leases import LeaseError
 
-        needed, pool = self.plan(stack).gpus, self.pool.devices
+        counts, pool = [self.plan(s).gpus for s in stacks], self.pool.devices
+        shared = self.pool.vendor == "cpu"
+        needed = max(counts) if shared else sum(counts)
         if needed > len(pool):  # the machine's own shortage says more than the pool's
-            why = preflight(stack.gpu, self.matrix.gpus[stack.gpu].vendor, needed)
+            why = preflight(stacks[0].gpu, self.matrix.gpus[stacks[0].gpu].vendor, needed)
             raise LeaseError(why or f"needs {needed} device(s), the pool has {len(pool)}: {','.join(pool)}")
         k = min(needed + self.host_devices, len(pool))
         got = self.pool.try_take(k)
@@ -94,7 +99,8 @@ class Runner:
                 for _, lock in got:
                     lock.release()
             return
-        self.log(f"[infer] {stack.id}: waiting for {k} free device(s) of {','.join(self.pool.devices)}")
+        self.log(f"[infer] {', '.join(s.id for s in stacks)}: waiting for {k} free device(s) of "
+                 f"{','.join(self.pool.devices)}")
         with self.pool.lease(k) as devices:
             yield devices
 
@@ -124,16 +130,8 @@ class Runner:
                 return self._failed_record(stack, key, f"no stored result for {stack.id} in {self.store.root}")
             return m
         with self.store.lock(stack.id, key):
-            m = self.store.load(stack.id, key)
-            workload = self.matrix.workload(stack.gpu)
-            if m is not None and self.run_id and m.run_id == self.run_id and m.status != "running":
-                return m  # another xdist worker of this session measured it (or failed to): never twice
-            if self.fresh:
-                m = None
-            if m is not None and m.status == "ok" and m.complete(workload.concurrency, workload.repeats):
-                self.log(f"[infer] {stack.id}: reusing stored measurement {self.store.path(stack.id, key)}")
-                return m
-            return self._launch_and_sweep(stack, key, m)
+            m, final = self._usable(stack, key)
+            return m if final and m is not None else self._launch_and_sweep(stack, key, m)
 
     def _note_launch(self, stack: Stack) -> None:
         """One line per launch in <report-dir>/<gpu>/launches.log: proof that no deployment runs twice."""
@@ -209,6 +207,20 @@ class Runner:
             roles.append(r)
         return dep.model_copy(update={"roles": roles})
 
+    def _running_record(self, stack: Stack, key: str, previous: Measurement | None,
+                        dep: Deployment) -> Measurement:
+        """The record a launch fills level by level (a stored partial one resumes), saved as running."""
+        plan = self.plan(stack)
+        m = previous if previous is not None and previous.status != "failed" else Measurement(
+            key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
+            model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=self.matrix.workload(stack.gpu),
+            argv={r.name: r.argv for r in plan.roles}, device=self.device,
+            model_fingerprint=self.model_fingerprint)
+        m.status, m.error, m.run_id = "running", "", self.run_id
+        self.store.save(m)
+        self._note_launch(stack)
+        return m
+
     def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
         from pytest_infer.launch.leases import LeaseError
 
@@ -220,46 +232,152 @@ class Runner:
 
     def _launch_and_sweep_on(self, stack: Stack, key: str, previous: Measurement | None,
                              devices: tuple[str, ...]) -> Measurement:
+        return self._sweep_together([(stack, key, previous)], devices)[stack.id]
+
+    # ---- interleaved: a run's deployments up together, measured one level of each in turn ----------
+    def measure_together(self, stacks: Sequence[Stack]) -> None:
+        """Workload.interleave: measure every stack here that has no usable stored sweep in rounds, all
+        deployments up at once, so that each pair of them can be compared round by round. Afterwards
+        measure() returns them (or their failure) from the session cache."""
+        todo = [s for s in dict.fromkeys(stacks) if s.id not in self._cache]
+        if self.replay or not todo:
+            return
+        keys = {s.id: self.key(s) for s in todo}
+        with ExitStack() as locks:
+            for s in sorted(todo, key=lambda s: s.id):  # one order for every xdist worker: no deadlock
+                locks.enter_context(self.store.lock(s.id, keys[s.id]))
+            need: list[tuple[Stack, str, Measurement | None]] = []
+            for s in todo:
+                m, final = self._usable(s, keys[s.id])
+                if final and m is not None:
+                    self._cache[s.id] = m
+                else:
+                    need.append((s, keys[s.id], m))
+            if len(need) == 1:
+                s, key, previous = need[0]
+                self._cache[s.id] = self._launch_and_sweep(s, key, previous)
+            elif need:
+                self._cache.update(self._interleaved(need))
+
+    def _usable(self, stack: Stack, key: str) -> tuple[Measurement | None, bool]:
+        """(the stored measurement, True) to use as it is, or (a partial one to resume or None, False)."""
+        m = self.store.load(stack.id, key)
+        if m is not None and self.run_id and m.run_id == self.run_id and m.status != "running":
+            return m, True  # another xdist worker of this session measured it (or failed to): never twice
+        if self.fresh:
+            return None, False
+        workload = self.matrix.workload(stack.gpu)
+        if m is not None and m.status == "ok" and m.complete(workload.concurrency, workload.repeats):
+            self.log(f"[infer] {stack.id}: reusing stored measurement {self.store.path(stack.id, key)}")
+            return m, True
+        return m, False
+
+    def _interleaved(self, need: list[tuple[Stack, str, Measurement | None]]) -> dict[str, Measurement]:
+        from pytest_infer.launch.leases import LeaseError
+
+        stacks = [s for s, _, _ in need]
+        try:
+            with self.leased(*stacks) as devices:
+                return self._sweep_together(need, devices)
+        except LeaseError as exc:
+            return {s.id: self._failed_record(s, key, f"{s.id} not launched: {exc}") for s, key, _ in need}
+
+    def _sweep_together(self, need: list[tuple[Stack, str, Measurement | None]],
+                        devices: tuple[str, ...]) -> dict[str, Measurement]:
+        """Launch each deployment (a failed one is recorded, the others go on), then sweep them in rounds;
+        alone, a plain sweep. Every level is saved as it is measured."""
         from pytest_infer.launch.local import LaunchError, LocalLauncher
 
-        workload = self.matrix.workload(stack.gpu)
-        run_dir = self.run_root / stack.id
-        plan = self.plan(stack)
+        done: dict[str, Measurement] = {}
+        up: list[_Member] = []
+        shared = self.pool is None or self.pool.vendor == "cpu"
+        at = 0
         try:
-            dep = self.launchable(stack, run_dir, devices)
-        except MeasurementFailed as exc:
-            return self._failed_record(stack, key, str(exc))
-        m = previous if previous is not None and previous.status != "failed" else Measurement(
-            key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
-            model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=workload,
-            argv={r.name: r.argv for r in plan.roles}, device=self.device,
-            model_fingerprint=self.model_fingerprint)
-        m.status, m.error, m.run_id = "running", "", self.run_id
-        self.store.save(m)
-        self._note_launch(stack)
-        self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
-                 f"({dep.gpus} device(s){' on ' + ','.join(devices) if devices else ''}), logs in {run_dir}")
-        launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
-        t0 = time.monotonic()
-        try:
-            with launcher:
+            for stack, key, previous in need:  # launched one after the other, all kept up
+                n = self.plan(stack).gpus
+                mine = devices if shared or not devices else devices[at:at + n]
+                at += 0 if shared else n
+                run_dir = self.run_root / stack.id
+                try:
+                    dep = self.launchable(stack, run_dir, mine)
+                except MeasurementFailed as exc:
+                    done[stack.id] = self._failed_record(stack, key, str(exc))
+                    continue
+                m = self._running_record(stack, key, previous, dep)
+                self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
+                         f"({dep.gpus} device(s){' on ' + ','.join(mine) if mine else ''}"
+                         f"{f', interleaved with {len(need) - 1} other(s)' if len(need) > 1 else ''}), "
+                         f"logs in {run_dir}")
+                launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
+                t0 = time.monotonic()
+                member = _Member(stack, dep, launcher, m)
+                try:
+                    launcher.start()
+                except LaunchError as exc:
+                    launcher.stop()
+                    done[stack.id] = self._fail(member, exc)
+                    continue
+                except BaseException:
+                    launcher.stop()
+                    raise
                 m.launch_s = time.monotonic() - t0
                 self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
-                target = Target(dep.endpoint_url, dep.served_name, dep.model)
-                if self._bench is None:
-                    self._bench = BenchClient(self.run_root.parent / "bench-worker")
-                scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
-                for rep in range(workload.repeats):
-                    for conc in workload.concurrency:
-                        if not m.level(conc, rep):
-                            m.levels.append(self._level(stack, dep, launcher, target, scraped, conc, rep))
-                            self.store.save(m)
-            m.status = "ok"
-        except (LaunchError, MeasurementFailed) as exc:
-            causes = root_causes(run_dir / "logs")
-            m.status, m.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
+                up.append(member)
+            if self._bench is None and up:
+                self._bench = BenchClient(self.run_root.parent / "bench-worker")
+            workload = self.matrix.workload(need[0][0].gpu)
+            round_id = uuid.uuid4().hex[:8]
+            for rep in range(workload.repeats):
+                order = up if rep % 2 == 0 else up[::-1]
+                for i, conc in enumerate(workload.concurrency):
+                    # A snake (A B, B A, A B ...): each level of one deployment sits next to the other's.
+                    for member in order if i % 2 == 0 else order[::-1]:
+                        if member.stack.id in done or member.m.level(conc, rep):
+                            continue
+                        try:
+                            level = self._level(member.stack, member.dep, member.launcher, member.target,
+                                                member.scraped, conc, rep)
+                        except (LaunchError, MeasurementFailed) as exc:
+                            member.launcher.stop()  # its failure is the record; the others go on
+                            done[member.stack.id] = self._fail(member, exc)
+                            continue
+                        level.block = f"{round_id}-r{rep}" if len(up) > 1 else ""
+                        member.m.levels.append(level)
+                        self.store.save(member.m)
+            for member in up:
+                if member.stack.id not in done:
+                    member.m.status = "ok"
+                    self.store.save(member.m)
+                    done[member.stack.id] = member.m
+        finally:
+            for member in up:
+                member.launcher.stop()
+        return done
+
+    def _fail(self, member: _Member, exc: Exception) -> Measurement:
+        causes = root_causes(self.run_root / member.stack.id / "logs")
+        m = member.m
+        m.status, m.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
         self.store.save(m)
         return m
+
+
+@dataclass
+class _Member:
+    """One deployment of an interleaved group, up."""
+
+    stack: Stack
+    dep: Deployment
+    launcher: LocalLauncher
+    m: Measurement
+
+    @property
+    def target(self) -> Target:
+        return Target(self.dep.endpoint_url, self.dep.served_name, self.dep.model)
+
+    @property
+    def scraped(self) -> dict[str, str]:
+        return {r.name: r.url for r in self.dep.roles if r.port is not None and r.kind != "router"}
 
 
 _GENERIC = ("Engine core initialization failed", "Worker failed with error", "EngineCore encountered",
