@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_infer.analysis.checks import Stats, composability
+from pytest_infer.analysis.checks import Stats, _grid, composability
 from pytest_infer.analysis.curve import Curve, Point, Sweeps, pareto_frontier
+from pytest_infer.analysis.stats import paired_ratio_interval
 
 pytest_plugins = ["pytester"]
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -131,6 +132,65 @@ def test_crossover_with_intervals_is_named() -> None:
     assert v.verdict == "fail" and "crossover: it wins at 190.0 and loses at 60.0 tok/s/user" in v.message
 
 
+def _drifting(name: str, scale: float, speeds: list[float], noise: float, seed: int, rounds: str = "g") -> Sweeps:
+    """A deployment measured once per round on a machine whose speed changes between rounds (both axes
+    scale, as seen on the cpu VM), with a little noise of its own; levels tagged with their round."""
+    rng = np.random.default_rng(seed)
+    levels = [(r, 2 ** (len(CURVE) - i), Point(x * s * float(np.exp(rng.normal(0, noise))),
+                                                 y * s * scale * float(np.exp(rng.normal(0, noise)))))
+              for r, s in enumerate(speeds) for i, (x, y) in enumerate(CURVE)]
+    return Sweeps.from_levels(name, levels, {r: f"{rounds}-r{r}" if rounds else "" for r in range(len(speeds))})
+
+
+SPEEDS = [1.0, 0.75, 1.2]  # the VM slowing down by 25% for a while, then faster (seen: up to 30%)
+
+
+def test_pairing_by_round_cancels_machine_drift_that_unpaired_intervals_cannot() -> None:
+    """The same drift seen by both deployments: unpaired, an A/A pair is undecided; paired by round, it
+    passes, and a 20% slowdown fails, each with the paired interval in the message. (The noise of each
+    level is small here: on a steep curve it is amplified at matched interactivity, and pairing does not
+    remove it.)"""
+    a, b = _drifting("base", 1.0, SPEEDS, 0.002, 1), _drifting("same", 1.0, SPEEDS, 0.002, 2)
+    assert a.paired_with(b) == [(0, 0), (1, 1), (2, 2)]
+    paired = composability(b, [a], STATS)
+    assert paired.verdict == "pass", paired.message
+    assert "paired t interval, 3 rounds" in paired.message
+    assert all(0.95 <= lc.interval.low <= 1 <= lc.interval.high < 1.1 for lc in paired.levels)
+    unpaired = composability(_drifting("same", 1.0, SPEEDS, 0.002, 2, rounds=""), [a], STATS)
+    assert unpaired.verdict == "inconclusive" and "t interval, n=3/3" in unpaired.message, unpaired.message
+    slow = composability(_drifting("slow", 0.8, SPEEDS, 0.002, 3), [a], STATS)
+    assert slow.verdict == "fail" and slow.worst is not None, slow.message
+    assert slow.worst.interval.paired and slow.worst.interval.high < 0.95 and "paired t interval" in slow.message
+
+
+def test_rounds_pair_only_when_every_repeat_has_its_partner() -> None:
+    a = _drifting("a", 1.0, SPEEDS, 0.01, 1)
+    assert a.paired_with(_drifting("b", 1.0, SPEEDS, 0.01, 2, rounds="other")) is None  # another session
+    assert a.paired_with(_drifting("b", 1.0, SPEEDS[:2], 0.01, 2)) is None  # a repeat short
+    # A repeat resumed in a later round (an interrupted run) belongs to no round: that pair is unpaired.
+    rows = [{"repeat": r, "concurrency": c, "interactivity": 10.0 * c, "per_gpu_throughput": 100.0 / c,
+             "block": f"g-r{r}" if (r, c) != (1, 4) else "h-r1"} for r in range(3) for c in (1, 2, 4)]
+    resumed = Sweeps.from_records("b", rows)
+    assert resumed.blocks == ("g-r0", "", "g-r2") and a.paired_with(resumed) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_ratio_interval([1.0, 2.0], [1.0])
+
+
+def test_a_parts_lowest_point_is_compared_where_all_its_repeats_reach() -> None:
+    """The part's repeats end at different interactivity (25 and 27 tok/s/user at its top concurrency):
+    its lowest matched level is moved to 27, where every repeat has a value, not dropped (that hid the
+    level where a capped stack loses most)."""
+    base = Sweeps.from_levels("base", [(0, 64, Point(25.0, 4000.0)), (0, 16, Point(80.0, 2400.0)),
+                                       (0, 4, Point(130.0, 1100.0)), (1, 64, Point(27.0, 3900.0)),
+                                       (1, 16, Point(82.0, 2300.0)), (1, 4, Point(128.0, 1000.0))])
+    capped = Sweeps.from_levels("capped", [(r, c, Point(120.0 + r, 600.0 + c)) for r in range(2) for c in (4, 16, 64)])
+    assert capped.saturated
+    grid = _grid(capped, [base])
+    assert grid[0] == pytest.approx(27.0)
+    v = composability(capped, [base], STATS)
+    assert v.worst is not None and v.worst.interactivity == pytest.approx(27.0) and v.verdict == "fail"
+
+
 def test_log_t_interval_covers_the_true_ratio_at_its_confidence() -> None:
     """A/A on synthetic lognormal noise: the 95% interval holds 1 about 95% of the time, and the check
     judges far fewer than 5% of A/A pairs a failure (the margin sits outside the interval's usual reach)."""
@@ -167,7 +227,7 @@ gpus:
 
 
 def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels: str = "[1, 4, 16]",
-                   known_broken: str = "known_broken: []\n") -> Path:
+                   known_broken: str = "known_broken: []\n", workload: str = "") -> Path:
     shipped = Path(__file__).resolve().parent.parent / "matrices"
     root.mkdir(parents=True)
     (root / "engines").mkdir()
@@ -178,7 +238,7 @@ def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels:
                                       "    checkpoints: {fp8: {default: tiny-glm4moe-mtp}}\n"
                                       "defaults:\n  cpu: {model: tiny-glm4moe-mtp, tensor_parallel: 1}\n")
     (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, concurrency: " + levels + ", "
-                                         "prompts_per_concurrency: 2, min_prompts: 4, warmups: 0}\n")
+                                         "prompts_per_concurrency: 2, min_prompts: 4, warmups: 0" + workload + "}\n")
     (root / "known_broken.yaml").write_text(known_broken)
     engine = FAKE_ENGINE.format(python=sys.executable, server=FAKES / "openai_server.py")
     engine = "\n".join(ln for ln in engine.splitlines() if not any(
@@ -310,3 +370,34 @@ def test_xdist_launches_each_deployment_once_and_reports_match(pytester: pytest.
         return [ln for ln in md.splitlines() if "written" not in ln]
 
     assert body(md_parallel) == body(md_serial)
+
+
+@needs_bench
+def test_interleaved_deployments_are_up_together_and_compared_round_by_round(pytester: pytest.Pytester) -> None:
+    """Workload.interleave (the cpu default): every deployment of the run launched once and kept up, one
+    level of each in turn, levels tagged with their round; the verdicts use the paired interval. Under
+    xdist too: the workers take the group's store locks in one order."""
+    pytest.importorskip("xdist")
+    matrices = _fake_matrices(pytester.path / "m", levels="[1, 4]", workload=", interleave: true")
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider",
+                                           "-n", "2")
+    outcomes = result.parseoutcomes()  # fast+slow against slow sits near the margin: pass or inconclusive
+    assert outcomes.get("failed", 0) >= 1 and sum(outcomes.get(k, 0) for k in ("passed", "failed", "skipped")) == 4
+    out = result.stdout.str()
+    assert "interleaved with 3 other(s)" in out
+    assert "paired t interval, 3 rounds" in out and "cpu-fake-slow composability: slow is slower" in out
+    launched = [ln.split()[-1] for ln in (reports / "cpu" / "launches.log").read_text().splitlines()]
+    assert sorted(launched) == ["cpu-fake-base", "cpu-fake-fast", "cpu-fake-fast+slow", "cpu-fake-slow"]
+    stored = {json.loads(p.read_text())["stack"]: json.loads(p.read_text())
+              for p in (reports / "cpu" / "results").glob("*.json")}
+    rounds = {s: {lv["repeat"]: lv["block"] for lv in m["levels"]} for s, m in stored.items()}
+    assert len({tuple(sorted(r.items())) for r in rounds.values()}) == 1, rounds  # same rounds for all
+    assert len(set(rounds["cpu-fake-base"].values())) == 3 and all(rounds["cpu-fake-base"].values())
+    # One level of each deployment in turn: ordered by when they were written, the result files of a
+    # (repeat, concurrency) are consecutive.
+    files = sorted((reports / "cpu" / "runs").glob("*/bench/conc*-r*.json"), key=lambda p: p.stat().st_mtime_ns)
+    slots = [p.stem for p in files]
+    assert len(slots) == 4 * 2 * 3
+    assert all(len(set(slots[i:i + 4])) == 1 for i in range(0, len(slots), 4)), slots
