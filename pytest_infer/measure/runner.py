@@ -73,6 +73,11 @@ class Runner:
                  for r in dep.roles]
         return dep.model_copy(update={"roles": roles})
 
+    @property
+    def shared_devices(self) -> bool:
+        """Whether deployments up together share their devices: cpu cores are left to the one measured."""
+        return self.pool is None or self.pool.vendor == "cpu"
+
     @contextmanager
     def leased(self, *stacks: Stack) -> Iterator[tuple[str, ...]]:
         """The devices these deployments may use while the block runs (waits for free ones); () unleased.
@@ -85,8 +90,7 @@ class Runner:
         from pytest_infer.launch.leases import LeaseError
 
         counts, pool = [self.plan(s).gpus for s in stacks], self.pool.devices
-        shared = self.pool.vendor == "cpu"
-        needed = max(counts) if shared else sum(counts)
+        needed = max(counts) if self.shared_devices else sum(counts)
         if needed > len(pool):  # the machine's own shortage says more than the pool's
             why = preflight(stacks[0].gpu, self.matrix.gpus[stacks[0].gpu].vendor, needed)
             raise LeaseError(why or f"needs {needed} device(s), the pool has {len(pool)}: {','.join(pool)}")
@@ -222,17 +226,7 @@ class Runner:
         return m
 
     def _launch_and_sweep(self, stack: Stack, key: str, previous: Measurement | None) -> Measurement:
-        from pytest_infer.launch.leases import LeaseError
-
-        try:
-            with self.leased(stack) as devices:
-                return self._launch_and_sweep_on(stack, key, previous, devices)
-        except LeaseError as exc:
-            return self._failed_record(stack, key, f"{stack.id} not launched: {exc}")
-
-    def _launch_and_sweep_on(self, stack: Stack, key: str, previous: Measurement | None,
-                             devices: tuple[str, ...]) -> Measurement:
-        return self._sweep_together([(stack, key, previous)], devices)[stack.id]
+        return self._interleaved([(stack, key, previous)])[stack.id]
 
     # ---- interleaved: a run's deployments up together, measured one level of each in turn ----------
     def measure_together(self, stacks: Sequence[Stack]) -> None:
@@ -253,10 +247,7 @@ class Runner:
                     self._cache[s.id] = m
                 else:
                     need.append((s, keys[s.id], m))
-            if len(need) == 1:
-                s, key, previous = need[0]
-                self._cache[s.id] = self._launch_and_sweep(s, key, previous)
-            elif need:
+            if need:
                 self._cache.update(self._interleaved(need))
 
     def _usable(self, stack: Stack, key: str) -> tuple[Measurement | None, bool]:
@@ -273,6 +264,7 @@ class Runner:
         return m, False
 
     def _interleaved(self, need: list[tuple[Stack, str, Measurement | None]]) -> dict[str, Measurement]:
+        """Lease the devices of all of `need`, then launch and sweep them together (one: a plain sweep)."""
         from pytest_infer.launch.leases import LeaseError
 
         stacks = [s for s, _, _ in need]
@@ -290,13 +282,12 @@ class Runner:
 
         done: dict[str, Measurement] = {}
         up: list[_Member] = []
-        shared = self.pool is None or self.pool.vendor == "cpu"
         at = 0
         try:
             for stack, key, previous in need:  # launched one after the other, all kept up
                 n = self.plan(stack).gpus
-                mine = devices if shared or not devices else devices[at:at + n]
-                at += 0 if shared else n
+                mine = devices if self.shared_devices or not devices else devices[at:at + n]
+                at += 0 if self.shared_devices else n
                 run_dir = self.run_root / stack.id
                 try:
                     dep = self.launchable(stack, run_dir, mine)
