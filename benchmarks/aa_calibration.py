@@ -1,8 +1,10 @@
 """A/A calibration of the composability check on the real cpu engine.
 
 One deployment (cpu-vllm-base) is launched once and measured 2 x PAIRS times, each measurement being
-the suite's own sweep (workload repeats x concurrency levels). Each pair (A, B) goes through the same
-check the suite runs (B against A): an A/A pair judged "fail" is a false alarm. Every level is saved as
+the suite's own sweep (workload repeats x concurrency levels). The two sweeps of a pair take turns
+level by level in rounds, as the suite's interleaved deployments do, so the check compares them round
+by round. Each pair (A, B) goes through the same check the suite runs (B against A): an A/A pair
+judged "fail" is a false alarm. Every level is saved as
 it is measured (re-running resumes), so the verdicts can be recomputed under other margins.
 
     python benchmarks/aa_calibration.py --pairs 20 [--report-dir reports] [--cli-check]
@@ -68,11 +70,14 @@ def main() -> None:
         if args.cli_check:
             cli_check(client, target, workload, out)
         for i in range(args.pairs):
-            for side in "AB":
-                name = f"{i:02d}{side}"
-                got = done.setdefault(name, [])
-                for rep in range(workload.repeats):
-                    for conc in workload.concurrency:
+            # A and B take turns level by level (snake order), each round tagged, as the suite's
+            # interleaved deployments do: the pair is compared round by round.
+            order = 0
+            for rep in range(workload.repeats):
+                for conc in workload.concurrency:
+                    for side in ("AB" if order % 2 == 0 else "BA"):
+                        name = f"{i:02d}{side}"
+                        got = done.setdefault(name, [])
                         if any(lv["repeat"] == rep and lv["concurrency"] == conc for lv in got):
                             continue
                         path = out / "bench" / f"{name}-c{conc}-r{rep}.json"
@@ -81,9 +86,10 @@ def main() -> None:
                         level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(path))
                         if workload.interactivity_from == "server":
                             level.use_server_interactivity(scraper.result, str(path))
-                        level.repeat, level.metrics = rep, scraper.result
+                        level.repeat, level.metrics, level.block = rep, scraper.result, f"{i:02d}-r{rep}"
                         got.append(level.model_dump())
                         saved.write_text(json.dumps(done))
+                    order += 1
                 launcher.check_alive()
             print(f"pair {i}: {verdict_line(done, i, matrix)}  ({time.monotonic() - t0:.0f} s)", flush=True)
     client.close()

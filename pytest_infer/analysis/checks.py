@@ -81,25 +81,62 @@ def _grid(stack: Sweeps, parts: Sequence[Sweeps]) -> list[float]:
     return out
 
 
-def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> LevelComparison:
-    """The stack against the part with the highest mean throughput at interactivity x."""
+def _gmean(v: Sequence[float]) -> float:
     import math
 
+    return math.exp(sum(math.log(y) for y in v) / len(v))
+
+
+def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -> LevelComparison:
+    """The stack against the part with the highest mean throughput at interactivity x, every repeat of
+    each side against every repeat of the other (unpaired: across rounds or sessions)."""
     best = max((p for p in parts if p.covers(x)), key=lambda p: sum(p.at(x)) / len(p.at(x)))
     ys, yp = stack.at(x), best.at(x)
-    pairs = stack.paired_with(best)
-    if pairs is not None:  # measured in the same rounds: the machine's drift cancels round by round
-        iv = paired_ratio_interval([ys[i] for i, _ in pairs], [yp[j] for _, j in pairs], stats.confidence,
-                                   stats.bootstrap_from)
-    else:
-        iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
-
-    def gmean(v: list[float]) -> float:
-        return math.exp(sum(math.log(y) for y in v) / len(v))
-
+    iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
     notes = [f"{s.saturation}: its best point serves this lower interactivity" for s in (stack, best)
              if s.extended(x)]
-    return LevelComparison(x, gmean(ys), best.name, gmean(yp), iv, "; ".join(notes))
+    return LevelComparison(x, _gmean(ys), best.name, _gmean(yp), iv, "; ".join(notes))
+
+
+def compare_in_rounds(stack: Sweeps, part: Sweeps, stats: Stats) -> list[LevelComparison]:
+    """Stack and part measured in the same interleaved rounds: each round is compared on its own, at the
+    interactivity one side reached at a given concurrency in that round (moved into the span both
+    cover in that round), and the per-round ratios are paired. A VM that runs a whole round 2x slower
+    moves both curves down and left together; one interactivity common to all rounds would compare a
+    fast round with a slow one (or find no level at all), where matching inside the round cancels it."""
+    pairs = stack.paired_with(part)
+    assert pairs is not None
+
+    def span(sw: Sweeps, k: int) -> tuple[float, float]:
+        lo, hi = sw.repeats[k].span
+        return (0.0 if sw.saturated else lo), hi  # a saturated sweep's best point serves lower levels
+
+    out: list[LevelComparison] = []
+    seen: list[list[float]] = []
+    for ref, ref_is_part in ((part, True), (stack, False)):
+        concurrencies = sorted(set.intersection(*(set(lv) for lv in ref.levels))) if ref.levels else []
+        for conc in concurrencies:
+            xs: list[float] = []
+            for i, j in pairs:
+                (slo, shi), (plo, phi) = span(stack, i), span(part, j)
+                lo, hi = max(slo, plo), min(shi, phi)
+                if lo > hi:
+                    break
+                xs.append(min(max(ref.levels[j if ref_is_part else i][conc].interactivity, lo), hi))
+            else:
+                if any(all(abs(x / y - 1) < 0.005 for x, y in zip(xs, prev, strict=True)) for prev in seen):
+                    continue  # the same level reached from the other side
+                seen.append(xs)
+                ys = [stack.at_repeat(i, x) or 0.0 for (i, _), x in zip(pairs, xs, strict=True)]
+                yp = [part.at_repeat(j, x) or 0.0 for (_, j), x in zip(pairs, xs, strict=True)]
+                iv = paired_ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from)
+                notes = [f"matched within each round at {ref.name}'s concurrency {conc}"]
+                below = {stack.name: any(x < stack.repeats[i].span[0] for (i, _), x in zip(pairs, xs, strict=True)),
+                         part.name: any(x < part.repeats[j].span[0] for (_, j), x in zip(pairs, xs, strict=True))}
+                notes += [f"{sw.saturation}: its best point serves this lower interactivity"
+                          for sw in (stack, part) if below[sw.name]]
+                out.append(LevelComparison(_gmean(xs), _gmean(ys), part.name, _gmean(yp), iv, "; ".join(notes)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -131,7 +168,10 @@ def _compare(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats, words: _Words
     name, tol, thr = stack.name, stats.tolerance, stats.threshold
     if not parts:
         return Verdict(name, words.check, "inconclusive", tol, "no part could be measured")
-    levels = [compare_at(x, stack, parts, stats) for x in _grid(stack, parts)]
+    if all(stack.paired_with(p) is not None for p in parts):
+        levels = [lc for p in parts for lc in compare_in_rounds(stack, p, stats)]
+    else:
+        levels = [compare_at(x, stack, parts, stats) for x in _grid(stack, parts)]
     if not levels:
         return _no_overlap(stack.mean, [p.mean for p in parts], tol, words)
     decided = {lc.interactivity: lc.interval.decide(thr) for lc in levels}

@@ -77,16 +77,18 @@ class Sweeps:
     saturation: str = ""  # why, with numbers
     # Per repeat, the interleaved round it was measured in ("": alone); see Level.block.
     blocks: tuple[str, ...] = ()
+    # Per repeat, its measured points by concurrency (dominated ones too): rounds are matched on them.
+    levels: tuple[Mapping[int, Point], ...] = ()
 
     @classmethod
     def from_levels(cls, name: str, levels: Sequence[tuple[int, int, Point]],
                     blocks: Mapping[int, str] | None = None) -> Sweeps:
         """(repeat, concurrency, point) triples; the mean curve averages each concurrency's repeats.
         `blocks`: repeat -> interleaved round."""
-        by_rep: dict[int, list[Point]] = {}
+        by_rep: dict[int, dict[int, Point]] = {}
         by_conc: dict[int, list[Point]] = {}
         for rep, conc, p in levels:
-            by_rep.setdefault(rep, []).append(p)
+            by_rep.setdefault(rep, {})[conc] = p
             by_conc.setdefault(conc, []).append(p)
         mean_at = {c: Point(float(np.mean([p.interactivity for p in ps])), float(np.mean([p.throughput for p in ps])))
                    for c, ps in sorted(by_conc.items())}
@@ -102,9 +104,10 @@ class Sweeps:
                 saturated = True
                 why = (f"{name} saturates: {mean_at[top].throughput:.0f} tok/s/GPU at concurrency {top} vs "
                        f"{mean_at[best].throughput:.0f} at {best}")
-        return cls(name, tuple(Curve.from_points(name, by_rep[r]) for r in sorted(by_rep)),
+        reps = sorted(by_rep)
+        return cls(name, tuple(Curve.from_points(name, list(by_rep[r].values())) for r in reps),
                    Curve.from_points(name, list(mean_at.values())), saturated, why,
-                   tuple((blocks or {}).get(r, "") for r in sorted(by_rep)))
+                   tuple((blocks or {}).get(r, "") for r in reps), tuple(by_rep[r] for r in reps))
 
     @classmethod
     def from_records(cls, name: str, records: Iterable[Mapping[str, Any]]) -> Sweeps:
@@ -144,5 +147,10 @@ class Sweeps:
 
     def at(self, x: float) -> list[float]:
         """Throughput at x on each repeat's frontier (x must be covered by all of them)."""
-        got = [c.frontier[0].throughput if self.saturated and x < c.span[0] else c.at(x) for c in self.repeats]
+        got = [self.at_repeat(i, x) for i in range(len(self.repeats))]
         return [y for y in got if y is not None]
+
+    def at_repeat(self, i: int, x: float) -> float | None:
+        """Throughput at x on repeat i's frontier, flat below it when saturated; None where not covered."""
+        c = self.repeats[i]
+        return c.frontier[0].throughput if self.saturated and x < c.span[0] else c.at(x)
