@@ -451,3 +451,16 @@ def test_interleaved_deployments_are_up_together_and_compared_round_by_round(pyt
     slots = [p.stem for p in files]
     assert len(slots) == 4 * 2 * 3
     assert all(len(set(slots[i:i + 4])) == 1 for i in range(0, len(slots), 4)), slots
+
+
+def test_repeats_to_decide_is_a_practical_number_or_says_the_estimate_sits_on_the_margin() -> None:
+    from pytest_infer.analysis.stats import RatioInterval
+
+    near = RatioInterval(0.66, 0.5, 0.87, 3, 3, "paired t", 0.95)  # 6% below a 0.70 margin
+    need = near.repeats_to_decide(0.7)
+    assert need is not None and 3 < need < 100
+    # 0.1% from the margin: a six-figure count was printed before; now it says it cannot be decided.
+    on = RatioInterval(0.7007, 0.5, 0.98, 3, 3, "paired t", 0.95)
+    assert on.repeats_to_decide(0.7) is None
+    v = composability(_ci("same"), [_ci("base")], Stats(tolerance=0.30))
+    assert v.verdict == "inconclusive" and ("repeats per level" in v.message or "on the margin" in v.message)

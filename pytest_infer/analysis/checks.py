@@ -192,7 +192,7 @@ def _compare(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats, words: _Words
         hardest = max(open_, key=lambda lc: lc.interval.repeats_to_decide(thr) or 10**6)
         need = hardest.interval.repeats_to_decide(thr)
         more = (f"about {need} repeats per level (now {min(hardest.interval.n_a, hardest.interval.n_b)}) would "
-                f"decide it if the spread holds" if need else "the estimate sits on the margin")
+                f"decide it if the spread holds" if need else f"the estimate {hardest.ratio:.3f} sits on the margin: no practical number of repeats decides it")
         return Verdict(name, words.check, "inconclusive", tol,
                        f"the interval straddles the margin {thr:.2f} {hardest.describe(name)}; {more}",
                        levels, repeats_needed=need)

@@ -42,12 +42,13 @@ class RatioInterval:
 
     def repeats_to_decide(self, threshold: float) -> int | None:
         """Repeats per side that would shrink the interval off the threshold, if the estimate and the
-        spread hold (width ~ 1/sqrt(n)); None when the estimate sits on the threshold."""
+        spread hold (width ~ 1/sqrt(n)); None when the estimate sits on the threshold (more than 100x
+        the repeats so far: no practical number decides it)."""
         half = (math.log(self.high) - math.log(self.low)) / 2
         gap = abs(math.log(self.ratio) - math.log(threshold))
-        if gap < 1e-9 or self.method == "point":
-            return None
         n = min(self.n_a, self.n_b)
+        if self.method == "point" or half > 10 * gap:
+            return None
         return max(n + 1, math.ceil(n * (half / gap) ** 2))
 
     def __str__(self) -> str:

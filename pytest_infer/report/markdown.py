@@ -111,6 +111,14 @@ def write_matrix(infer: InferSession, plots: list[Path] | None = None) -> Path:
 
 
 def summary_lines(infer: InferSession) -> list[str]:
+    """One line per stack; a stack that did not pass says why (the first line of its reason, cut short:
+    the matrix has all of it), so a CI log shows the cause without opening the report."""
+    def why(r: Row) -> str:
+        if r.outcome == "passed" or not r.detail:
+            return ""
+        first = str(r.detail).splitlines()[0]
+        return f": {first[:240]}{'...' if len(first) > 240 else ''}"
+
     return [f"{r.stack}: {VERDICT.get(r.outcome, r.outcome)}"
             + (f" ratio {r.props['worst_ratio']:.3f} vs {r.props['best_part']}" if "worst_ratio" in r.props else "")
-            for r in rows_in_order(infer)]
+            + why(r) for r in rows_in_order(infer)]
