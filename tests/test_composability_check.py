@@ -438,6 +438,10 @@ def test_interleaved_deployments_are_up_together_and_compared_round_by_round(pyt
     assert outcomes.get("failed", 0) >= 1 and sum(outcomes.get(k, 0) for k in ("passed", "failed", "skipped")) == 4
     md = (reports / "cpu" / "composability.md").read_text()
     assert "paired t interval, 3 rounds" in md.split("## Levels")[0], md  # where curves overlap
+    # The terminal summary gives each stack that did not pass its reason (CI once printed a bare "skip").
+    summary = [ln for ln in result.stdout.str().splitlines() if ln.startswith("cpu-fake-")]
+    assert len(summary) == 4 and any(": FAIL" in ln for ln in summary), summary
+    assert all("slower than" in ln or "straddles the margin" in ln for ln in summary if ": PASS" not in ln), summary
     launched = [ln.split()[-1] for ln in (reports / "cpu" / "launches.log").read_text().splitlines()]
     assert sorted(launched) == ["cpu-fake-base", "cpu-fake-fast", "cpu-fake-fast+slow", "cpu-fake-slow"]
     stored = {json.loads(p.read_text())["stack"]: json.loads(p.read_text())
