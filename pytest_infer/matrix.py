@@ -7,7 +7,9 @@ file and the key, which the plugin turns into a usage error.
 from __future__ import annotations
 
 import fnmatch
+import math
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal, TypeVar
 
 import yaml
@@ -199,11 +201,20 @@ class Workload(_Strict):
     # thresholds.composability_tolerance) and the between-session log-SD added to every interval.
     tolerance: float | None = Field(None, ge=0, lt=1)
     session_noise: float = Field(0.0, ge=0)
+    # The regression suite's margin for this GPU kind (else `tolerance`, else thresholds'): a baseline is
+    # always from another session, so its interval carries session_noise, and the margin must lie beyond
+    # that noise's own bound or no run could pass (checked when the matrices load).
+    regression_tolerance: float | None = Field(None, ge=0, lt=1)
     # Measure the deployments of a run together: all up at once, one level of each in turn, so a stack
     # and its parts see the same machine, level by level, and their ratios are taken pairwise per repeat
     # (analysis/stats.paired_ratio_interval). For hosts whose speed drifts (a shared VM); the devices
     # must be shareable by idle deployments (cpu cores are, GPU memory is not).
     interleave: bool = False
+
+    def load_identity(self) -> dict[str, Any]:
+        """What makes one sweep comparable with another: not how many are taken (more repeats resume the
+        stored ones and may differ from a baseline's) nor the margins they are judged with."""
+        return self.model_dump(exclude={"repeats", "tolerance", "session_noise"})
 
 
 class WorkloadsFile(_Strict):
@@ -274,6 +285,15 @@ class Matrix:
         for i, kb in enumerate(self.known_broken):
             need(kb.engine in self.engines, "known_broken.yaml", f"known_broken.{i}.engine",
                  f"unknown engine {kb.engine!r}")
+        for gpu, w in self.workloads.items():
+            # A run identical to its baseline reads as low as exp(-z * session_noise) at this confidence
+            # however many repeats; a regression margin inside that could never pass.
+            z = NormalDist().inv_cdf(0.5 + self.thresholds.confidence / 2)
+            floor, margin = math.exp(-z * w.session_noise), self.margins(gpu)[1]
+            need(1 - margin < floor, "workloads.yaml", f"workloads.{gpu}.regression_tolerance",
+                 f"a margin of {margin:.2f} is inside the between-session noise (session_noise {w.session_noise}:"
+                 f" an unchanged run reads as low as {floor:.2f} at {self.thresholds.confidence:.0%}), so no "
+                 f"baseline comparison could pass; set it above {1 - floor:.2f}")
         for opt, o in self.optimizations.items():
             for cap in o.requires:
                 need(cap in GpuKind.model_fields, "optimizations.yaml", f"optimizations.{opt}.requires",
@@ -284,6 +304,14 @@ class Matrix:
 
     def workload(self, gpu: str) -> Workload:
         return self.workloads.get(gpu) or self.workloads["default"]
+
+    def margins(self, gpu: str) -> tuple[float, float]:
+        """(composability, regression) tolerance for a GPU kind: its workload's, else the thresholds'."""
+        t, w = self.thresholds, self.workload(gpu)
+        comp = t.composability_tolerance if w.tolerance is None else w.tolerance
+        reg = w.regression_tolerance if w.regression_tolerance is not None else (
+            t.regression_tolerance if w.tolerance is None else w.tolerance)
+        return comp, reg
 
     def unsupported_reason(self, engine: str, gpu: str, opts: tuple[str, ...]) -> str | None:
         kind = self.gpus[gpu]

@@ -44,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="regression suite: a missing baseline or one from another environment fails (default: skip)")
     g.addoption("--infer-engine-args", metavar="ARGS",
                 help="flags appended to every serving role, e.g. '--max-num-seqs 4' (part of what is measured)")
+    g.addoption("--infer-repeats", metavar="N", type=int,
+                help="sweeps per deployment, overriding the workload's repeats (an inconclusive verdict says "
+                     "how many would decide it); stored sweeps are kept and only the missing ones measured")
     g.addoption("--infer-devices", metavar="IDS",
                 help="device ids to lease deployments from (default: CUDA/HIP/ROCR_VISIBLE_DEVICES, else all "
                      "detected; the cores on cpu)")

@@ -106,6 +106,11 @@ class InferSession:
             matrix = Matrix(Path(custom) if custom else default_root())
         except MatrixError as exc:
             raise _usage(str(exc)) from None
+        repeats = config.getoption("infer_repeats")
+        if repeats is not None:
+            if repeats < 2:
+                raise _usage(f"--infer-repeats {repeats}: at least 2 (an interval needs two sweeps per side)")
+            matrix.workloads = {k: w.model_copy(update={"repeats": repeats}) for k, w in matrix.workloads.items()}
         gpu = config.getoption("gpu")
         if gpu not in matrix.gpus:
             raise _usage(f"unknown GPU kind {gpu!r}; valid: {', '.join(matrix.gpus)}")
@@ -320,8 +325,7 @@ class InferSession:
     @property
     def regression_stats(self) -> Stats:
         t, w = self.matrix.thresholds, self.matrix.workload(self.gpu)
-        return Stats(t.regression_tolerance if w.tolerance is None else w.tolerance, t.confidence,
-                     t.bootstrap_from, w.session_noise)
+        return Stats(self.matrix.margins(self.gpu)[1], t.confidence, t.bootstrap_from, w.session_noise)
 
     def regression(self, stack: Stack) -> Outcome:
         from pytest_infer.regression import check
@@ -331,8 +335,7 @@ class InferSession:
     @property
     def stats(self) -> Stats:
         t, w = self.matrix.thresholds, self.matrix.workload(self.gpu)
-        return Stats(t.composability_tolerance if w.tolerance is None else w.tolerance, t.confidence,
-                     t.bootstrap_from, w.session_noise)
+        return Stats(self.matrix.margins(self.gpu)[0], t.confidence, t.bootstrap_from, w.session_noise)
 
     def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
         """The stack against the best of its measurable parts at matched interactivity."""

@@ -101,8 +101,10 @@ def test_an_a_a_pair_passes() -> None:
 
 
 def test_too_few_repeats_for_the_noise_is_inconclusive_and_says_how_many_more() -> None:
+    """8% faster under 6% noise: 3 repeats cannot tell it from the 5% margin, a few more can. (An
+    estimate on the margin itself gets no count: see repeats_to_decide.)"""
     a = _sweeps("base", CURVE, repeats=3, noise=0.06, seed=5)
-    b = _sweeps("same", CURVE, repeats=3, noise=0.06, seed=6)
+    b = _sweeps("same", [(x, y * 1.08) for x, y in CURVE], repeats=3, noise=0.06, seed=6)
     v = composability(b, [a], STATS)
     assert v.verdict == "inconclusive", v.message
     assert v.repeats_needed is not None and v.repeats_needed > 3
@@ -439,9 +441,10 @@ def test_interleaved_deployments_are_up_together_and_compared_round_by_round(pyt
     md = (reports / "cpu" / "composability.md").read_text()
     assert "paired t interval, 3 rounds" in md.split("## Levels")[0], md  # where curves overlap
     # The terminal summary gives each stack that did not pass its reason (CI once printed a bare "skip").
-    summary = [ln for ln in result.stdout.str().splitlines() if ln.startswith("cpu-fake-")]
+    tail = result.stdout.str().split("= pytest-infer =")[-1]  # the plugin's summary, not the FAILURES section
+    summary = [ln for ln in tail.splitlines() if ln.startswith("cpu-fake-")]
     assert len(summary) == 4 and any(": FAIL" in ln for ln in summary), summary
-    assert all("slower than" in ln or "straddles the margin" in ln for ln in summary if ": PASS" not in ln), summary
+    assert all(any(r in ln for r in ("slower than", "beats every point", "straddles the margin")) for ln in summary if ": PASS" not in ln), summary
     launched = [ln.split()[-1] for ln in (reports / "cpu" / "launches.log").read_text().splitlines()]
     assert sorted(launched) == ["cpu-fake-base", "cpu-fake-fast", "cpu-fake-fast+slow", "cpu-fake-slow"]
     stored = {json.loads(p.read_text())["stack"]: json.loads(p.read_text())
@@ -466,5 +469,35 @@ def test_repeats_to_decide_is_a_practical_number_or_says_the_estimate_sits_on_th
     # 0.1% from the margin: a six-figure count was printed before; now it says it cannot be decided.
     on = RatioInterval(0.7007, 0.5, 0.98, 3, 3, "paired t", 0.95)
     assert on.repeats_to_decide(0.7) is None
+    # With a session-noise floor (log half-width 0.03) only the sampling part shrinks with repeats.
+    floored = RatioInterval(0.66, 0.5, 0.87, 3, 3, "t", 0.95, floor=0.03)
+    need_floored = floored.repeats_to_decide(0.7)
+    assert need_floored is not None and need_floored > need
+    assert RatioInterval(0.66, 0.5, 0.87, 3, 3, "t", 0.95, floor=0.06).noise_spans(0.7)
     v = composability(_ci("same"), [_ci("base")], Stats(tolerance=0.30))
     assert v.verdict == "inconclusive" and ("repeats per level" in v.message or "on the margin" in v.message)
+
+
+@needs_bench
+def test_more_repeats_resume_the_stored_sweeps_and_pair_all_rounds(pytester: pytest.Pytester) -> None:
+    """An inconclusive verdict asks for more repeats: `--infer-repeats 4` after a run of 3 keeps the three
+    stored sweeps of each deployment and measures only the fourth, in a round shared by the group."""
+    matrices = _fake_matrices(pytester.path / "m", opts=("fast",), levels="[1, 4]", workload=", interleave: true")
+    reports = pytester.path / "r"
+    args = ("--gpu", "cpu", "--suite", "composability", "--infer-matrices", str(matrices), "--report-dir",
+            str(reports), "-p", "no:cacheprovider")
+    first = pytester.runpytest_subprocess(*args)
+    assert "3 repeat(s) per level" in (reports / "cpu" / "composability.md").read_text(), first.stdout.str()
+    second = pytester.runpytest_subprocess(*args, "--infer-repeats", "4")
+    out = second.stdout.str()
+    stored = {json.loads(p.read_text())["stack"]: json.loads(p.read_text())
+              for p in (reports / "cpu" / "results").glob("*.json")}
+    assert sorted(stored) == ["cpu-fake-base", "cpu-fake-fast"], sorted(stored)  # same keys: resumed
+    for m in stored.values():
+        rounds = {lv["repeat"]: lv["block"] for lv in m["levels"]}
+        assert sorted(rounds) == [0, 1, 2, 3] and len(m["levels"]) == 8 and m["workload"]["repeats"] == 4, m
+    first_run = {stored["cpu-fake-base"]["levels"][0]["block"].split("-")[0]}
+    assert {b.split("-")[0] for b in [lv["block"] for lv in stored["cpu-fake-fast"]["levels"]]} - first_run, out
+    assert out.count("c=1 r=3") == 2 and "r=0" not in out, out  # only the new sweep was measured
+    md = (reports / "cpu" / "composability.md").read_text()
+    assert "4 repeat(s) per level" in md and "|             4 |         4 |" in md, md

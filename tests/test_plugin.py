@@ -33,6 +33,7 @@ def test_collect_only_lists_every_mi355x_stack_fast(pytester: pytest.Pytester) -
     (["--gpu", "b200", "--engine", "trtllm"], "unknown engine 'trtllm' for b200; valid: vllm"),
     (["--gpu", "b200", "--stack", "fp4+eagle"], "unknown optimization 'eagle'"),
     (["--suite", "composability"], "need --gpu KIND"),
+    (["--gpu", "cpu", "--infer-repeats", "1"], "--infer-repeats 1: at least 2"),
 ])
 def test_bad_options_are_one_line_usage_errors(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
     result = pytester.runpytest_subprocess(*args)
@@ -57,6 +58,8 @@ def _copy_matrices(dst: Path) -> Path:
     ("engines/vllm.yaml", "  wideep:\n", "  wideepp:\n", "engines/vllm.yaml: key optimizations.wideepp"),
     ("models.yaml", "model: deepseek-r1-0528, tensor_parallel: 8}", "model: r2, tensor_parallel: 8}",
      "models.yaml: key defaults.mi300x.model"),
+    ("workloads.yaml", "regression_tolerance: 0.50", "regression_tolerance: 0.30",
+     "workloads.yaml: key workloads.cpu.regression_tolerance: a margin of 0.30 is inside the between-session"),
 ])
 def test_broken_matrix_names_file_and_key(pytester: pytest.Pytester, file: str, old: str, new: str,
                                           expected: str) -> None:

@@ -105,6 +105,20 @@ def test_the_regression_check_passes_a_rerun_and_fails_a_slowdown_with_numbers()
     assert re.search(r"ratio 0\.9\d\d \[0\.\d+, 0\.\d+\] \(95% t interval, n=3/3\)", v.message), v.message
 
 
+
+def test_a_margin_inside_the_session_noise_says_no_repeats_decide_it() -> None:
+    """A baseline is another session's: with the cpu calibration (session_noise 0.215) an unchanged run
+    reads as low as 0.66 at 95% however many repeats, so at a 30% margin it is undecidable and says why
+    instead of asking for a count; the cpu margin (0.50) lies beyond it and passes."""
+    base = _sweeps(_measurement(), "baseline")
+    run = _sweeps(_measurement(1.005), "base")
+    v = regression(run, base, Stats(tolerance=0.30, session_noise=0.215))
+    assert v.verdict == "inconclusive" and v.repeats_needed is None, v.message
+    assert "between-session noise alone (±52% at 95%, session_noise 0.215) spans the margin" in v.message
+    assert regression(run, base, Stats(tolerance=0.50, session_noise=0.215)).verdict == "pass"
+    slow = regression(_sweeps(_measurement(0.16), "base"), base, Stats(tolerance=0.50, session_noise=0.215))
+    assert slow.verdict == "fail" and slow.worst is not None and slow.worst.interval.high < 0.5, slow.message
+
 # ---- the workflow, end to end on fake servers ------------------------------------------------------------
 
 def _matrices(root: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -191,8 +192,15 @@ def _compare(stack: Sweeps, parts: Sequence[Sweeps], stats: Stats, words: _Words
     if open_:
         hardest = max(open_, key=lambda lc: lc.interval.repeats_to_decide(thr) or 10**6)
         need = hardest.interval.repeats_to_decide(thr)
-        more = (f"about {need} repeats per level (now {min(hardest.interval.n_a, hardest.interval.n_b)}) would "
-                f"decide it if the spread holds" if need else f"the estimate {hardest.ratio:.3f} sits on the margin: no practical number of repeats decides it")
+        iv = hardest.interval
+        if need:
+            more = f"about {need} repeats per level (now {min(iv.n_a, iv.n_b)}) would decide it if the spread holds"
+        elif iv.noise_spans(thr):
+            more = (f"the between-session noise alone (±{math.exp(iv.floor) - 1:.0%} at {iv.confidence:.0%}, "
+                    f"session_noise {stats.session_noise}) spans the margin: no number of repeats decides it; "
+                    f"measure both in one session or widen the margin")
+        else:
+            more = f"the estimate {hardest.ratio:.3f} sits on the margin: no practical number of repeats decides it"
         return Verdict(name, words.check, "inconclusive", tol,
                        f"the interval straddles the margin {thr:.2f} {hardest.describe(name)}; {more}",
                        levels, repeats_needed=need)

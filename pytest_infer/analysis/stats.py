@@ -31,6 +31,7 @@ class RatioInterval:
     n_b: int
     method: Method
     confidence: float
+    floor: float = 0.0  # log half-width from session noise: more repeats do not shrink it
 
     def decide(self, threshold: float) -> Decision:
         """pass: the whole interval is at or above `threshold`; fail: all of it below; else inconclusive."""
@@ -42,14 +43,22 @@ class RatioInterval:
 
     def repeats_to_decide(self, threshold: float) -> int | None:
         """Repeats per side that would shrink the interval off the threshold, if the estimate and the
-        spread hold (width ~ 1/sqrt(n)); None when the estimate sits on the threshold (more than 100x
-        the repeats so far: no practical number decides it)."""
+        spread hold (the sampling part of the width ~ 1/sqrt(n), the session-noise floor fixed); None when
+        the floor alone spans the gap (see noise_spans) or the estimate sits on the threshold (more than
+        100x the repeats so far: no practical number decides it)."""
         half = (math.log(self.high) - math.log(self.low)) / 2
         gap = abs(math.log(self.ratio) - math.log(threshold))
-        n = min(self.n_a, self.n_b)
-        if self.method == "point" or half > 10 * gap:
+        if self.method == "point" or self.noise_spans(threshold):
             return None
-        return max(n + 1, math.ceil(n * (half / gap) ** 2))
+        sampling2, room2 = max(half ** 2 - self.floor ** 2, 0.0), gap ** 2 - self.floor ** 2
+        n = min(self.n_a, self.n_b)
+        if sampling2 > 100 * room2:
+            return None
+        return max(n + 1, math.ceil(n * sampling2 / room2))
+
+    def noise_spans(self, threshold: float) -> bool:
+        """The session-noise floor alone reaches from the estimate across the threshold."""
+        return self.floor > 0 and abs(math.log(self.ratio) - math.log(threshold)) <= self.floor
 
     def __str__(self) -> str:
         if self.method == "point":
@@ -89,10 +98,10 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         ci = stats.ttest_ind(la, lb, equal_var=False).confidence_interval(confidence)
         lo, hi = float(ci.low), float(ci.high)
         method = "t"
-    if session_noise > 0:
-        z = float(stats.norm.ppf(0.5 + confidence / 2)) * session_noise
+    z = float(stats.norm.ppf(0.5 + confidence / 2)) * session_noise
+    if z > 0:
         lo, hi = diff - math.hypot(diff - lo, z), diff + math.hypot(hi - diff, z)
-    return RatioInterval(ratio, math.exp(lo), math.exp(hi), len(la), len(lb), method, confidence)
+    return RatioInterval(ratio, math.exp(lo), math.exp(hi), len(la), len(lb), method, confidence, z)
 
 
 def paired_ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,

@@ -46,7 +46,7 @@ class Fingerprint(_Strict):
     engine_version: str
     device: str  # GPU name and driver, or "cpu: <model> x<cores>" (launch/gpus.device_fingerprint)
     plugin_version: str
-    workload: str  # hash of the workload (lengths, levels, prompts, repeats)
+    workload: str  # hash of Workload.load_identity (lengths, levels, prompts; not repeats)
     model: str  # the model's fingerprint (a built model: hash of its files; else its name)
 
 
@@ -87,7 +87,7 @@ def plugin_version() -> str:
 
 
 def workload_hash(w: Workload) -> str:
-    return hashlib.sha256(json.dumps(w.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(w.load_identity(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def fingerprint_of(m: Measurement) -> Fingerprint:
@@ -171,7 +171,7 @@ def compare_environments(base: Fingerprint, run: Fingerprint) -> tuple[list[str]
         else:
             blocking.append(f"device {base.device!r} vs {run.device!r}")
     if base.workload != run.workload:
-        blocking.append(f"workload {base.workload} vs {run.workload} (lengths, levels or repeats changed)")
+        blocking.append(f"workload {base.workload} vs {run.workload} (lengths, levels or prompts changed)")
     if base.model != run.model:
         blocking.append(f"model fingerprint {base.model} vs {run.model}")
     if base.plugin_version != run.plugin_version:

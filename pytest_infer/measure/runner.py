@@ -111,7 +111,7 @@ class Runner:
     def key(self, stack: Stack) -> str:
         blob = json.dumps({
             "deployment": self.plan(stack).fingerprint(),
-            "workload": self.matrix.workload(stack.gpu).model_dump(),
+            "workload": self.matrix.workload(stack.gpu).load_identity(),
             "engine_version": self.engine_version,
             "model": self.model_fingerprint,
         }, sort_keys=True)
@@ -221,6 +221,7 @@ class Runner:
             argv={r.name: r.argv for r in plan.roles}, device=self.device,
             model_fingerprint=self.model_fingerprint)
         m.status, m.error, m.run_id = "running", "", self.run_id
+        m.workload = self.matrix.workload(stack.gpu)  # a resumed one may now ask for more repeats
         self.store.save(m)
         self._note_launch(stack)
         return m
