@@ -7,7 +7,7 @@ by round. Each pair (A, B) goes through the same check the suite runs (B against
 judged "fail" is a false alarm. Every level is saved as
 it is measured (re-running resumes), so the verdicts can be recomputed under other margins.
 
-    python benchmarks/aa_calibration.py --pairs 20 [--report-dir reports] [--cli-check]
+    python benchmarks/aa_calibration.py --pairs 20 [--repeats N] [--report-dir reports] [--cli-check]
 
 --cli-check also runs `vllm bench serve` as a separate process against the same server at each level,
 alternating with the in-process worker the plugin uses, and prints both output throughputs.
@@ -39,12 +39,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--report-dir", default="reports")
+    ap.add_argument("--repeats", type=int, help="rounds per pair (default: the cpu workload's repeats)")
     ap.add_argument("--cli-check", action="store_true")
     ap.add_argument("--summary-only", action="store_true", help="recompute the verdicts from saved levels")
     args = ap.parse_args()
 
     matrix = Matrix(default_root())
     workload = matrix.workload("cpu")
+    if args.repeats:  # as --infer-repeats does for the suite
+        workload = workload.model_copy(update={"repeats": args.repeats})
     root = Path(args.report_dir).resolve()
     model = matrix.model_defaults["cpu"].model
     model_dir = build_tiny_model(root / "models" / model)
@@ -171,6 +174,8 @@ def summarize(done: dict[str, list[dict[str, object]]], matrix: Matrix, pairs: i
     for tol in (0.05, 0.10, 0.20, 0.30):
         print(f"  tolerance {tol:.2f}, no session noise: {count(ids, stats_for(matrix, tol, 0.0))}")
     first, second = ids[: pairs // 2], ids[pairs // 2:]
+    if not first:  # one pair: nothing to split or to estimate a between-pair noise from
+        return
     s1, s2, s_all = session_noise(done, first), session_noise(done, second), session_noise(done, ids)
     print(f"session noise (log-SD): {s_all:.3f} from all pairs; {s1:.3f} from the first half, {s2:.3f} from "
           f"the second")

@@ -214,7 +214,7 @@ class Workload(_Strict):
     def load_identity(self) -> dict[str, Any]:
         """What makes one sweep comparable with another: not how many are taken (more repeats resume the
         stored ones and may differ from a baseline's) nor the margins they are judged with."""
-        return self.model_dump(exclude={"repeats", "tolerance", "session_noise"})
+        return self.model_dump(exclude={"repeats", "tolerance", "session_noise", "regression_tolerance"})
 
 
 class WorkloadsFile(_Strict):

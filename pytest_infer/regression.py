@@ -69,8 +69,11 @@ def check(infer: InferSession, stack: Stack) -> Outcome:
                        path=path)
     # Replayed results carry their own environment; a live run's is known before launching anything.
     m = infer.measure(stack) if infer.runner(stack.engine).replay else None
+    # The workload is judged on the stored workload itself, not the hash written with it: a field added
+    # to Workload later (read back with its default) must not orphan every existing baseline.
+    stored = base.fingerprint.model_copy(update={"workload": baselines.workload_hash(base.workload)})
     blocking, notes = baselines.compare_environments(
-        base.fingerprint, baselines.fingerprint_of(m) if m is not None else expected_fingerprint(infer, stack))
+        stored, baselines.fingerprint_of(m) if m is not None else expected_fingerprint(infer, stack))
     if blocking:
         return Outcome("mismatch", m, f"baseline {where} is from another environment: {'; '.join(blocking)}; "
                        f"re-record it with --baseline-update", path=path)

@@ -119,6 +119,7 @@ def test_a_margin_inside_the_session_noise_says_no_repeats_decide_it() -> None:
     slow = regression(_sweeps(_measurement(0.16), "base"), base, Stats(tolerance=0.50, session_noise=0.215))
     assert slow.verdict == "fail" and slow.worst is not None and slow.worst.interval.high < 0.5, slow.message
 
+
 # ---- the workflow, end to end on fake servers ------------------------------------------------------------
 
 def _matrices(root: Path) -> Path:
@@ -242,7 +243,15 @@ def test_a_broken_or_foreign_baseline_is_reported_never_passed(pytester: pytest.
 
     path.unlink()
     pytester.runpytest_subprocess(*replay).assert_outcomes(skipped=1)
-    path.write_text(good)
+    # The workload is judged on the stored one, not on the hash written beside it (a field added to Workload
+    # later changes every hash); a stored workload with other lengths is foreign.
+    stale = re.sub(r"(fingerprint: \{.*?workload: )[0-9a-f]+", r"\g<1>deadbeef0000", good, flags=re.DOTALL)
+    assert stale != good
+    path.write_text(re.sub(r"\n  output_len: \d+", "\n  output_len: 999", stale, count=1))
+    other = pytester.runpytest_subprocess(*replay)
+    other.assert_outcomes(skipped=1)
+    assert "from another environment: workload" in other.stdout.str(), other.stdout.str()
+    path.write_text(stale)
     again = pytester.runpytest_subprocess(*replay)
     # The same samples: compared (not skipped as missing or foreign) at a ratio of exactly 1. Whether the
     # interval clears the margin depends on how noisy the fake's repeats were on this host (pass when quiet,
