@@ -12,10 +12,10 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pytest_infer.measure.evaltask import AccuracySpec
+from pytest_infer.yamlfile import parse_model
 
 Vendor = Literal["amd", "nvidia", "cpu"]
 
@@ -227,19 +227,10 @@ _M = TypeVar("_M", bound=BaseModel)
 
 def _load(path: Path, schema: type[_M]) -> _M:
     try:
-        data: Any = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise MatrixError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise MatrixError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise MatrixError(f"{path}: key {key}: {err['msg']}") from None
+    return parse_model(path, text, schema, MatrixError)
 
 
 class Matrix:

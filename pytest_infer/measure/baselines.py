@@ -16,14 +16,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from pytest_infer.matrix import Workload
 from pytest_infer.measure.results import Measurement
+from pytest_infer.yamlfile import parse_model
 
 HEADER = ("# pytest-infer baseline: one stack's sweep, every repeat of every level, and where it was measured.\n"
           "# Written by `pytest --suite regression --baseline-update`; review it like code.\n")
@@ -138,22 +139,7 @@ def load(path: Path) -> Baseline | None:
         text = path.read_text()
     except FileNotFoundError:
         return None
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}:" if mark is not None else ""
-        raise BaselineError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    try:
-        return Baseline.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        return _raise(f"{path}: field {field}: {err['msg']}")
-
-
-def _raise(msg: str) -> Baseline:
-    raise BaselineError(msg)
+    return parse_model(path, text, Baseline, BaselineError, "field")
 
 
 def compare_environments(base: Fingerprint, run: Fingerprint) -> tuple[list[str], list[str]]:
