@@ -142,7 +142,7 @@ def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
     tiny = AccuracySpec(task=ARITH, api="completions", samples=50, max_tokens=8, concurrency=8)
     for spec in (gsm, tiny):
         task_file = write_task(spec, tmp_path / spec.task)
-        assert task_file is not None
+        assert task_file is not None and not list(task_file.parent.glob("*.tmp"))
         argv = lm_eval_argv(spec, "http://127.0.0.1:8000", "served", tmp_path / "out", tmp_path / "cache", task_file)
         args = HarnessCLI()._parser.parse_args(argv)
         assert args.tasks == [spec.task] and args.log_samples and args.use_cache == str(tmp_path / "cache")
@@ -188,3 +188,30 @@ def test_published_rows_group_by_gpu_engine_and_model_family() -> None:
     (only,) = got.values()
     assert only.score == pytest.approx(0.95) and only.stderr == pytest.approx(math.sqrt((0.005**2 + 0.007**2) / 2))
     assert only.n == 1319 and "mean of 2 runs" in only.note and not only.paired
+
+
+def test_task_files_rewritten_by_other_workers_are_never_read_half_written(tmp_path: Path) -> None:
+    """Under xdist every worker writes the same task files while another's lm-eval reads them."""
+    import threading
+
+    import yaml
+
+    from pytest_infer.measure.evaltask import write_arith_task
+
+    path = write_arith_task(tmp_path, 200)
+    data = tmp_path / "arith-test.jsonl"
+    stop, seen = threading.Event(), []
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            write_arith_task(tmp_path, 200)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(300):
+            seen.append((isinstance(yaml.safe_load(path.read_text()), dict), len(data.read_text().splitlines())))
+    finally:
+        stop.set()
+        writer.join()
+    assert all(ok and lines == 200 for ok, lines in seen), [s for s in seen if s != (True, 200)][:3]

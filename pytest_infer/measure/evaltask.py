@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -35,14 +37,23 @@ class AccuracySpec(BaseModel):
     parity_max_tokens: int = Field(32, ge=1)
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """Under xdist every worker writes the same task files while another's lm-eval may be reading them:
+    a reader sees the old file or the new one (rename), never a half-written one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def write_arith_task(directory: Path, n: int) -> Path:
     """A local lm-eval task (YAML + JSONL) of n held-out addition problems; returns the YAML path.
 
     Exact match on the text before the first newline, as `arith.is_correct` scores it."""
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "arith-test.jsonl"
-    with open(data, "w") as fh:
-        fh.writelines(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n" for p in arith.problems("test", n))
+    _write_whole(data, "".join(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n"
+                               for p in arith.problems("test", n)))
     task = {
         "task": ARITH,
         "dataset_path": "json",
@@ -58,7 +69,7 @@ def write_arith_task(directory: Path, n: int) -> Path:
         "metadata": {"version": 1.0, "problems": n},
     }
     path = directory / f"{ARITH}.yaml"
-    path.write_text(yaml.safe_dump(task, sort_keys=False))
+    _write_whole(path, yaml.safe_dump(task, sort_keys=False))
     return path
 
 
@@ -86,7 +97,7 @@ def write_gsm8k_task(directory: Path) -> Path:
                                                     {"function": "take_first"}]}],
     }
     path = directory / f"{GSM8K}.yaml"
-    path.write_text(yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
+    _write_whole(path, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return path
 
 
