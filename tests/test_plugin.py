@@ -89,7 +89,7 @@ def test_an_optimization_added_as_data_only_joins_the_space(pytester: pytest.Pyt
     plan = json.loads((pytester.path / "r" / "b200" / "plan.json").read_text())
     stacks = {e["stack"] for e in plan}
     assert "b200-vllm-fp4+kvoffload" in stacks and "b200-vllm-fp4+disagg+wideep+mtp+kvoffload" in stacks
-    assert all("--kv-offloading-size" in e["argv"] for e in plan if e["role"] != "router")
+    assert all("--kv-offloading-size" in e["argv"] for e in plan if e["role"] not in ("router", "load"))
 
 
 def test_plan_writes_every_role_without_launching(pytester: pytest.Pytester) -> None:
@@ -103,7 +103,11 @@ def test_plan_writes_every_role_without_launching(pytester: pytest.Pytester) -> 
         by_stack.setdefault(str(e["stack"]), []).append(e)
     assert len(by_stack) == 16
     full = {e["role"]: e for e in by_stack["mi355x-vllm-fp4+disagg+wideep+mtp"]}
-    assert set(full) == {"prefill", "prefill-node1", "decode", "decode-node1", "router"}
+    assert set(full) == {"prefill", "prefill-node1", "decode", "decode-node1", "router", "load"}
+    # The client, pointed at the router's front door: vLLM's own load at the workload's first level.
+    load = " ".join(full["load"]["argv"])  # type: ignore[arg-type]
+    assert " bench serve " in load and "--max-concurrency 4 " in load and "--ignore-eos" in load, load
+    assert full["load"]["gpus"] == 0 and full["load"]["nodes"] == 0
     decode = " ".join(full["decode"]["argv"])  # type: ignore[arg-type]
     assert "amd/DeepSeek-R1-0528-MXFP4" in decode and "MoRIIOConnector" in decode and "kv_consumer" in decode
     assert "--all2all-backend mori_low_latency" in decode and '"method":"mtp"' in decode
@@ -133,3 +137,20 @@ def test_gpu_kind_missing_here_fails_fast_with_the_reason(pytester: pytest.Pytes
     result.stdout.fnmatch_lines([("*b200-vllm-base not launched: needs 8 b200 device(s) on this node, found 0*"
                                   "--infer-plan*")])
     assert result.duration < 30
+
+
+def test_conformance_plan_gives_the_lm_eval_command_lm_eval_parses(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "conformance", "--stack", "base",
+                                           "--infer-plan", "--report-dir", str(pytester.path / "r"))
+    assert result.ret == 0, result.outlines
+    plan = json.loads((pytester.path / "r" / "cpu" / "plan.json").read_text())
+    server = next(e for e in plan if e["role"] == "server")
+    accuracy = [e for e in plan if e["role"] == "accuracy"]
+    assert len(accuracy) == 1 and accuracy[0]["argv"][:3] == ["python", "-m", "lm_eval"], plan
+    from lm_eval._cli import HarnessCLI
+
+    args = HarnessCLI()._parser.parse_args(accuracy[0]["argv"][3:])
+    port = server["argv"][server["argv"].index("--port") + 1]
+    assert args.tasks == ["arith"] and args.model == "local-completions" and args.log_samples
+    assert args.model_args["base_url"] == f"http://127.0.0.1:{port}/v1/completions", args.model_args
+    assert args.include_path == str(pytester.path / "r" / "cpu" / "tasks")

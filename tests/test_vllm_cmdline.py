@@ -75,7 +75,7 @@ def test_plan_json_argv_is_accepted_by_vllm(pytester: pytest.Pytester) -> None:
     import json
 
     plan = json.loads((pytester.path / "r" / "mi355x" / "plan.json").read_text())
-    servers = [e["argv"] for e in plan if e["role"] != "router"]
+    servers = [e["argv"] for e in plan if e["role"] not in ("router", "load")]
     assert len(servers) == 4 * 1 + 8 * 2 + 4 * 4  # 16 stacks: 1, 2 (disagg or 2-node wideep) or 4 processes
     for argv in servers:
         check_command_line(argv)

@@ -101,6 +101,11 @@ def write_gsm8k_task(directory: Path) -> Path:
     return path
 
 
+def task_path(spec: AccuracySpec, directory: Path) -> Path | None:
+    """Where write_task puts the task file (None: a task of lm-eval's own registry)."""
+    return directory / f"{spec.task}.yaml" if spec.task in (ARITH, GSM8K) else None
+
+
 def write_task(spec: AccuracySpec, directory: Path) -> Path | None:
     """The task file to --include, or None for a task of lm-eval's own registry."""
     if spec.task == ARITH:
