@@ -136,7 +136,7 @@ def verdict_line(done: dict[str, list[dict[str, object]]], i: int, matrix: Matri
 
 def stats_for(matrix: Matrix, tol: float | None = None, noise: float | None = None) -> Stats:
     t, w = matrix.thresholds, matrix.workload("cpu")
-    tol = tol if tol is not None else (w.tolerance if w.tolerance is not None else t.composability_tolerance)
+    tol = tol if tol is not None else matrix.margins("cpu")[0]
     return Stats(tol, t.confidence, t.bootstrap_from, w.session_noise if noise is None else noise)
 
 

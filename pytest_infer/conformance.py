@@ -27,9 +27,16 @@ from pytest_infer.measure.evaltask import GSM8K, AccuracySpec
 from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
+    from pytest_infer.matrix import Matrix
     from pytest_infer.session import InferSession
 
 DEFAULT_SPEC = AccuracySpec(task=GSM8K, api="chat", num_fewshot=5, max_tokens=4096, concurrency=32)
+
+
+def accuracy_spec(matrix: Matrix, model: str) -> AccuracySpec:
+    """How lm-eval scores this model: its models.yaml `accuracy:`, else GSM8K 5-shot as InferenceX runs it."""
+    m = matrix.models.get(model)
+    return m.accuracy if m is not None and m.accuracy is not None else DEFAULT_SPEC
 
 
 class ConformanceError(ValueError):
@@ -109,7 +116,7 @@ class Conformance:
         matrix = infer.matrix
         model = matrix.models.get(infer.model)
         self.model = model
-        self.spec = (model.accuracy if model is not None and model.accuracy is not None else DEFAULT_SPEC)
+        self.spec = accuracy_spec(matrix, infer.model)
         self.confidence = matrix.thresholds.confidence
         results = infer.config.getoption("results")
         self.results = Path(results).resolve() if results else None

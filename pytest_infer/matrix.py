@@ -276,10 +276,10 @@ class Matrix:
         for i, kb in enumerate(self.known_broken):
             need(kb.engine in self.engines, "known_broken.yaml", f"known_broken.{i}.engine",
                  f"unknown engine {kb.engine!r}")
+        # A run identical to its baseline reads as low as exp(-z * session_noise) at this confidence
+        # however many repeats; a regression margin inside that could never pass.
+        z = NormalDist().inv_cdf(0.5 + self.thresholds.confidence / 2)
         for gpu, w in self.workloads.items():
-            # A run identical to its baseline reads as low as exp(-z * session_noise) at this confidence
-            # however many repeats; a regression margin inside that could never pass.
-            z = NormalDist().inv_cdf(0.5 + self.thresholds.confidence / 2)
             floor, margin = math.exp(-z * w.session_noise), self.margins(gpu)[1]
             need(1 - margin < floor, "workloads.yaml", f"workloads.{gpu}.regression_tolerance",
                  f"a margin of {margin:.2f} is inside the between-session noise (session_noise {w.session_noise}:"

@@ -44,17 +44,18 @@ def _client(infer: InferSession, stack: Stack, dep: Deployment, run_dir: Path) -
     """The client the suite points at the front door: lm-eval, or the load at the first level (the others
     differ in --max-concurrency and --num-prompts). Paths are where the run would put them."""
     if infer.suite == "conformance":
-        from pytest_infer.conformance import Conformance
+        from pytest_infer.conformance import accuracy_spec
         from pytest_infer.measure.evaltask import lm_eval_argv, task_path
 
-        spec = Conformance(infer).spec
+        spec = accuracy_spec(infer.matrix, infer.model)
         cache = infer.report_dir / "results" / "accuracy" / f"{stack.id}.lmcache"
         args = lm_eval_argv(spec, dep.endpoint_url, dep.served_name, run_dir / "lm-eval", cache,
                             task_path(spec, infer.report_dir / "tasks"))
         return "accuracy", ["python", "-m", "lm_eval", *args]
     from pytest_infer.measure.load import Target, bench_argv
 
-    w, c = infer.matrix.workload(stack.gpu), infer.matrix.workload(stack.gpu).concurrency[0]
+    w = infer.matrix.workload(stack.gpu)
+    c = w.concurrency[0]
     return "load", bench_argv(Target(dep.endpoint_url, dep.served_name, dep.model), w, c,
                               run_dir / "bench" / f"c{c}-r0.json")
 
