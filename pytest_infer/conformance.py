@@ -193,7 +193,12 @@ class Conformance:
         return non_inferiority(diff, margin, check, stack_label, ref_label, self.confidence)
 
     def check(self, stack: Stack) -> Outcome:
-        """Raises MeasurementFailed when the stack itself cannot be measured."""
+        """Raises MeasurementFailed when the stack itself cannot be measured (or is known broken and a
+        part of it already failed under the same entry: not launched, as in the composability suite)."""
+        from pytest_infer.measure.runner import failure_of
+
+        if self._rows is None:
+            self.infer.fail_fast_on_broken_part(stack, failure_of(self.accuracy))
         result = self.accuracy(stack)
         out = Outcome(stack, result)
         self._where(stack, out)

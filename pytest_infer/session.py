@@ -18,7 +18,7 @@ from pytest_infer.analysis.checks import Stats, Verdict, acceptance_collapse, co
 from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.matrix import KnownBroken, Matrix, MatrixError, default_root
 from pytest_infer.measure.results import Measurement
-from pytest_infer.measure.runner import MeasurementFailed, Runner
+from pytest_infer.measure.runner import MeasurementFailed, Runner, failure_of
 from pytest_infer.measure.smoke import SmokeResult
 from pytest_infer.measure.store import Store
 from pytest_infer.plugin import SUITES
@@ -291,7 +291,7 @@ class InferSession:
         """One launch, one greedy completion (no sweep, nothing stored)."""
         from pytest_infer.measure.runner import smoke
 
-        self._fail_fast_on_broken_part(stack, lambda part: self._smoke_failures.get(part.id))
+        self.fail_fast_on_broken_part(stack, lambda part: self._smoke_failures.get(part.id))
         try:
             return smoke(self.runner(stack.engine), stack)
         except MeasurementFailed as exc:
@@ -339,7 +339,7 @@ class InferSession:
 
     def composability(self, stack: Stack) -> tuple[Verdict, Measurement]:
         """The stack against the best of its measurable parts at matched interactivity."""
-        self._fail_fast_on_broken_part(stack, self._measure_failure)
+        self.fail_fast_on_broken_part(stack, failure_of(self.measure))
         m = self.measure(stack)
         if not stack.opts:
             return Verdict(stack.id, "composability", "pass", self.stats.tolerance,
@@ -372,14 +372,7 @@ class InferSession:
             return None
         return acceptance_collapse(stack.id, rate, alone, self.matrix.thresholds.mtp_acceptance_collapse)
 
-    def _measure_failure(self, part: Stack) -> str | None:
-        try:
-            self.measure(part)
-        except MeasurementFailed as exc:
-            return str(exc).splitlines()[0]
-        return None
-
-    def _fail_fast_on_broken_part(self, stack: Stack, failure_of: Callable[[Stack], str | None]) -> None:
+    def fail_fast_on_broken_part(self, stack: Stack, failure_of: Callable[[Stack], str | None]) -> None:
         """A known-broken stack whose smaller part fails under the same registry entry is not launched:
         the part's failure (seen this session) is the evidence. When upstream fixes it, the part
         XPASSes first and the registry gets updated, then the bigger stacks run again."""

@@ -320,14 +320,20 @@ def test_slow_stack_is_reported_as_a_failure_with_its_numbers(pytester: pytest.P
     result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
                                            str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider",
                                            "--junitxml", str(pytester.path / "j.xml"), "-o", "junit_family=xunit1")
-    result.assert_outcomes(passed=2, failed=2)
+    # fast (token delay halved) is never a failure; on a busy two-core host the rounds of the fake
+    # servers scatter (CI: fast's three rounds at 2.1x-3.3x base, t interval [0.93, 6.8] with df=2), so it
+    # may be inconclusive, a skip that says so.
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 2 and outcomes.get("passed", 0) + outcomes.get("skipped", 0) == 2, outcomes
     out = result.stdout.str()
+    assert "cpu-fake-base: PASS" in out
+    assert all("inconclusive" in ln for ln in out.splitlines() if ln.startswith("cpu-fake-fast: skip"))
     assert "cpu-fake-slow composability: slow is slower than its part base" in out
     assert "cpu-fake-fast+slow composability: fast+slow is slower than its part" in out
     md = (reports / "cpu" / "composability.md").read_text()
     rows = _matrix_rows(md)
     assert set(rows) == {"cpu-fake-base", "cpu-fake-fast", "cpu-fake-slow", "cpu-fake-fast+slow"}
-    assert "FAIL" in rows["cpu-fake-slow"] and "PASS" in rows["cpu-fake-fast"]
+    assert "FAIL" in rows["cpu-fake-slow"] and "FAIL" not in rows["cpu-fake-fast"]
     cases = {c.get("name"): c for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["test_composability[cpu-fake-slow]"].iter("property")}
     assert props["verdict"] == "fail" and float(props["worst_ratio"] or 1) < 0.5, props

@@ -27,19 +27,22 @@ common:
 optimizations:
   mtp: {{env: {{FAKE_SPEC_ACCEPT: "0.6"}}}}
   lossy: {{env: {{FAKE_CORRUPT: "0.2"}}}}
-gpus:
+{broken}gpus:
   cpu: {{unsupported: {{}}}}
 """
 
 
-def _matrices(root: Path, floor: float = 0.9) -> Path:
+def _matrices(root: Path, floor: float = 0.9, known_broken: str = "") -> Path:
+    """Optimizations mtp and lossy; with `known_broken` (registry YAML) also broken, whose server starts
+    and then answers every request with a 500."""
     root.mkdir(parents=True)
     (root / "engines").mkdir()
     (root / "gpus.yaml").write_text("gpus:\n  cpu: {vendor: cpu, arch: x86-64, memory_gb: null, "
                                     "gpus_per_node: 2, scale_up_domain: 2, fp4: false}\n")
     (root / "optimizations.yaml").write_text(
         "optimizations:\n  mtp: {summary: mtp, output_agreement: 0.9}\n"
-        "  lossy: {summary: declared lossless but corrupts answers, output_agreement: 0.95}\n")
+        "  lossy: {summary: declared lossless but corrupts answers, output_agreement: 0.95}\n"
+        + ("  broken: {summary: starts then answers 500, output_agreement: 0.95}\n" if known_broken else ""))
     (root / "models.yaml").write_text(
         "models:\n  fake-arith:\n    checkpoints: {fp8: {default: fake-arith}}\n"
         "    accuracy: {task: arith, api: completions, samples: 200, max_tokens: 8, concurrency: 4,"
@@ -47,9 +50,11 @@ def _matrices(root: Path, floor: float = 0.9) -> Path:
         f"    accuracy_floor: {{arith: {floor}}}\n"
         "defaults:\n  cpu: {model: fake-arith, tensor_parallel: 1}\n")
     (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 8, output_len: 8, concurrency: [1]}\n")
-    (root / "known_broken.yaml").write_text("known_broken: []\n")
+    (root / "known_broken.yaml").write_text(known_broken or "known_broken: []\n")
     (root / "engines" / "fake.yaml").write_text(FAKE_ENGINE.format(python=sys.executable,
-                                                                   server=FAKES / "openai_server.py"))
+                                                                   server=FAKES / "openai_server.py",
+                                                                   broken='  broken: {env: {FAKE_FAIL: "1"}}\n'
+                                                                   if known_broken else ""))
     return root
 
 
@@ -61,16 +66,22 @@ def _props(junit: Path) -> dict[str, dict[str, str]]:
 def test_a_lossy_stack_fails_parity_and_agreement_with_its_numbers(pytester: pytest.Pytester) -> None:
     """lossy answers 20% of the prompts wrong (by a hash of the prompt): against base it must fail the
     paired non-inferiority check and the output agreement, each with its numbers; mtp (same answers)
-    passes. The accuracy comes from real lm-eval runs against the fake servers."""
+    passes. The accuracy comes from real lm-eval runs against the fake servers. Under xdist (as an
+    engine's CI runs it, -n 8) every deployment is evaluated once though three tests need base."""
     pytest.importorskip("lm_eval")
+    pytest.importorskip("xdist")
     matrices = _matrices(pytester.path / "m")
     reports = pytester.path / "r"
     result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "conformance", "--infer-matrices",
                                            str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider",
                                            "--junitxml", str(pytester.path / "j.xml"), "-o", "junit_family=xunit1",
-                                           timeout=900)
+                                           "-n", "2", timeout=900)
     out = result.stdout.str()
     result.assert_outcomes(passed=2, failed=2)
+    launches = (reports / "cpu" / "launches.log").read_text().splitlines()
+    assert sorted(ln.split()[-1] for ln in launches) == ["cpu-fake-base", "cpu-fake-lossy", "cpu-fake-mtp",
+                                                         "cpu-fake-mtp+lossy"], launches
+    assert len({ln.split()[1] for ln in launches}) == 1  # one run id shared by both workers
     assert "cpu-fake-lossy conformance: arith 0.8" in out
     assert "parity vs base: fail: lossy 0.8" in out and "vs base 1.0000: difference -0.1" in out
     assert "margin -0.020: the stack loses more accuracy than the margin allows" in out
@@ -107,6 +118,25 @@ def test_a_lossy_stack_fails_parity_and_agreement_with_its_numbers(pytester: pyt
                                            timeout=600)
     replay.assert_outcomes(passed=2, failed=2)
     assert "paired Newcombe" in replay.stdout.str() and "launching" not in replay.stdout.str()
+
+
+def test_known_broken_stack_xfails_and_bigger_stacks_are_not_launched(pytester: pytest.Pytester) -> None:
+    """As in the composability suite: broken fails (xfail, with the root cause from its log), so
+    mtp+broken, broken under the same entry, is not launched (each failed launch costs minutes on cpu)."""
+    pytest.importorskip("lm_eval")
+    matrices = _matrices(pytester.path / "m", known_broken=(
+        "known_broken:\n  - {stack: broken, engine: fake, gpus: [cpu], kind: runtime, "
+        "issue: https://example.org/issue/1, failure: every request answers 500}\n"))
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "conformance", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(pytester.path / "r"),
+                                           "--stack", "not lossy", "-p", "no:cacheprovider", timeout=600)
+    result.assert_outcomes(passed=2, xfailed=2)
+    out = result.stdout.str()
+    assert "cpu-fake-broken: launching" in out and "cpu-fake-mtp+broken: launching" not in out
+    md = (pytester.path / "r" / "cpu" / "conformance.md").read_text()
+    rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
+    assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]
+    assert "not launched: its part cpu-fake-broken fails under the same known-broken entry" in rows["cpu-fake-mtp+broken"]
 
 
 def _fixture_rows(hw: str, framework: str, family: str, precision: str) -> list[dict[str, object]]:

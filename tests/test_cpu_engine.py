@@ -87,8 +87,10 @@ def test_ctrl_c_mid_run_leaves_no_engine_process(tmp_path: Path) -> None:
     assert os.path.exists(log)
 
 
-def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]]) -> Path:
-    """The shipped matrices with the optimizations replaced by `fragments` (vLLM flags per name)."""
+def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]],
+                   cpu_workload: dict[str, object] | None = None) -> Path:
+    """The shipped matrices with the optimizations replaced by `fragments` (vLLM flags per name) and
+    the cpu workload's keys overridden by `cpu_workload`."""
     import shutil
 
     import yaml
@@ -104,6 +106,10 @@ def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]]) -> Path:
         kind["unsupported"] = {k: v for k, v in kind.get("unsupported", {}).items() if k in fragments}
     (root / "engines" / "vllm.yaml").write_text(yaml.safe_dump(engine))
     (root / "known_broken.yaml").write_text("known_broken: []\n")
+    if cpu_workload:
+        workloads = yaml.safe_load((root / "workloads.yaml").read_text())
+        workloads["workloads"]["cpu"].update(cpu_workload)
+        (root / "workloads.yaml").write_text(yaml.safe_dump(workloads, sort_keys=False))
     return root
 
 
@@ -120,13 +126,18 @@ def test_a_capped_deployment_fails_with_its_interval_and_an_identical_one_does_n
     [0.148, 0.191]; same inconclusive, 0.774 [0.390, 1.535] at 156 tok/s/user, where the engine's TPOT
     (interactivity) scattered 102-203 at c=16 while throughput stayed within 20%. CI then saw a round
     run 2.5x slower on both axes: capped had no interactivity common to all its rounds and was judged
-    inconclusive; rounds are now compared inside each round (capped 0.18 [0.10, 0.31] on those numbers)."""
-    matrices = _matrices_with(tmp_path, {"same": {}, "capped": {"args": ["--max-num-seqs", "1"]}})
+    inconclusive; rounds are now compared inside each round (capped 0.18 [0.10, 0.31] on those numbers).
+    Wall time 627 s and 1065 s on two clean clones here (capped's c=64 levels alone 400 s of the
+    latter, one request at a time): so 2 prompts per concurrency instead of 4 (c=16 and c=64 halve;
+    noisier levels widen the intervals: `same` may be inconclusive more often), and a timeout with room for a CI
+    machine ~2x slower."""
+    matrices = _matrices_with(tmp_path, {"same": {}, "capped": {"args": ["--max-num-seqs", "1"]}},
+                              cpu_workload={"prompts_per_concurrency": 2})
     reports = tmp_path / "r"
     result = pytester.runpytest_subprocess(
         "--gpu", "cpu", "--suite", "composability", "--infer-matrices", str(matrices), "--stack",
         "not (capped and same)", "--report-dir", str(reports), "-p", "no:cacheprovider",
-        "--junitxml", str(tmp_path / "j.xml"), timeout=1500)
+        "--junitxml", str(tmp_path / "j.xml"), timeout=2400)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed") == 1, out[-3000:]

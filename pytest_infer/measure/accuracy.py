@@ -201,7 +201,6 @@ class AccuracyRunner:
 
     def _launch_and_evaluate(self, stack: Stack, key: str) -> AccuracyResult:
         from pytest_infer.launch.local import LaunchError, LocalLauncher
-        from pytest_infer.measure.metrics import Scraper
         from pytest_infer.measure.runner import MeasurementFailed, _server_tails, root_causes
 
         run_dir = self.runner.run_root / stack.id / "accuracy"
@@ -219,10 +218,7 @@ class AccuracyRunner:
         try:
             with launcher:
                 result.launch_s = time.monotonic() - t0
-                scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
-                with Scraper(scraped) as scraper:
-                    self._evaluate(stack, dep, launcher, run_dir, result)
-                result.metrics = scraper.result
+                self._evaluate(stack, dep, launcher, run_dir, result)
             result.status = "ok"
             accept = result.mtp_acceptance
             self.log(f"[infer] {stack.id}: {self.spec.task} {result.score:.4f} (n={result.n}) in {result.eval_s:.0f} s, "
@@ -239,6 +235,7 @@ class AccuracyRunner:
 
     def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, run_dir: Path,
                   result: AccuracyResult) -> None:
+        from pytest_infer.measure.metrics import Scraper
         from pytest_infer.measure.runner import MeasurementFailed, _server_tails
 
         task_file, _ = self._task()
@@ -250,7 +247,12 @@ class AccuracyRunner:
         argv = lm_eval_argv(self.spec, dep.endpoint_url, dep.served_name, output, cache, task_file)
         result.argv = argv
         t0 = time.monotonic()
-        rc, tail = run_lm_eval(argv, run_dir / "lm-eval.log", timeout_s=max(600.0, self.runner.launch_timeout_s))
+        # Engine metrics (MTP acceptance among them) over the task's own requests only: the fixed-length
+        # greedy prompts below run past the answer, where a drafter is not meant to agree.
+        scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
+        with Scraper(scraped) as scraper:
+            rc, tail = run_lm_eval(argv, run_dir / "lm-eval.log", timeout_s=max(600.0, self.runner.launch_timeout_s))
+        result.metrics = scraper.result
         result.eval_s = time.monotonic() - t0
         if rc != 0:
             launcher.check_alive()

@@ -35,6 +35,17 @@ class MeasurementFailed(RuntimeError):
     """The deployment could not be measured; the message carries the reason and the log tails."""
 
 
+def failure_of(measure: Callable[[Stack], object]) -> Callable[[Stack], str | None]:
+    """part -> the first line of why `measure(part)` failed, or None when it measured."""
+    def first_line(part: Stack) -> str | None:
+        try:
+            measure(part)
+        except MeasurementFailed as exc:
+            return str(exc).splitlines()[0]
+        return None
+    return first_line
+
+
 @dataclass
 class Runner:
     matrix: Matrix
