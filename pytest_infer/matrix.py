@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import math
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -278,7 +277,9 @@ class Matrix:
                  f"unknown engine {kb.engine!r}")
         # A run identical to its baseline reads as low as exp(-z * session_noise) at this confidence
         # however many repeats; a regression margin inside that could never pass.
-        z = NormalDist().inv_cdf(0.5 + self.thresholds.confidence / 2)
+        from pytest_infer.analysis.stats import two_sided_z
+
+        z = two_sided_z(self.thresholds.confidence)
         for gpu, w in self.workloads.items():
             floor, margin = math.exp(-z * w.session_noise), self.margins(gpu)[1]
             need(1 - margin < floor, "workloads.yaml", f"workloads.{gpu}.regression_tolerance",

@@ -25,7 +25,7 @@ common:
   args: [--host, "${{host}}", --port, "${{port}}"]
   env: {{FAKE_ARITH: "1"}}
 optimizations:
-  mtp: {{env: {{FAKE_SPEC_ACCEPT: "0.6"}}}}
+  mtp: {{env: {{FAKE_SPEC_ACCEPT: "0.6", FAKE_SPEC_ACCEPT_PAST_ANSWER: "0.1"}}}}
   lossy: {{env: {{FAKE_CORRUPT: "0.2"}}}}
 {broken}gpus:
   cpu: {{unsupported: {{}}}}
@@ -97,6 +97,8 @@ def test_a_lossy_stack_fails_parity_and_agreement_with_its_numbers(pytester: pyt
     assert 0.6 < agree["value"] < 0.95 and agree["n"] == 40
     mtp = props["test_conformance[cpu-fake-mtp]"]
     assert mtp["parity_vs_base"] == "pass" and mtp["output_agreement_value"] == "1.0"
+    # Acceptance over lm-eval's task only: the greedy prompts that follow run past the answer, where the
+    # fake accepts 0.1 (as the tiny model's untrained continuation does); pooled with them it read 0.29 (152 of 520 drafts).
     assert float(mtp["mtp_acceptance_rate"]) == pytest.approx(0.6)
     assert mtp["floor"] == "pass" and float(mtp["score"]) == 1.0 and mtp["n"] == "200"
     md = (reports / "cpu" / "conformance.md").read_text()

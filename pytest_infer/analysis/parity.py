@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from pytest_infer.analysis.stats import two_sided_z
+
 VerdictKind = Literal["pass", "fail", "inconclusive"]
 
 
@@ -55,12 +57,6 @@ class ParityVerdict:
     method: str = ""
     n: int = 0
     needed: int | None = None  # inconclusive: documents that would decide it
-
-
-def _z(confidence: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + confidence / 2))
 
 
 def wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
@@ -99,7 +95,7 @@ def paired_difference(stack: Mapping[str, int], ref: Mapping[str, int], confiden
 def unpaired_difference(stack_score: float, stack_se: float, ref_score: float, ref_se: float, n: int,
                         confidence: float = 0.95) -> Difference:
     d, se = stack_score - ref_score, math.hypot(stack_se, ref_se)
-    z = _z(confidence)
+    z = two_sided_z(confidence)
     return Difference(d, d - z * se, d + z * se, "unpaired normal", n, stack_score, ref_score)
 
 
@@ -137,7 +133,7 @@ def floor_check(score: float, stderr: float | None, n: int, floor: float, task: 
                 confidence: float = 0.95) -> ParityVerdict:
     """The model's absolute floor (InferenceX thresholds: GSM8K 0.91 for DeepSeek-R1), on the point score
     as those thresholds are applied; the interval is reported alongside."""
-    z = _z(confidence)
+    z = two_sided_z(confidence)
     lo, hi = (score - z * stderr, score + z * stderr) if stderr is not None else (score, score)
     text = f"{task} {score:.4f}" + (f" ± {stderr:.4f}" if stderr is not None else "") + f" (n={n}), floor {floor:.3f}"
     if score >= floor:

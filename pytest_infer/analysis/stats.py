@@ -14,9 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
+
+
+def two_sided_z(confidence: float) -> float:
+    """The normal quantile that bounds a two-sided interval at this confidence (1.96 at 0.95)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
 
 Method = Literal["t", "bootstrap", "point", "paired t", "paired bootstrap"]
 Decision = Literal["pass", "fail", "inconclusive"]
@@ -98,7 +105,7 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
         ci = stats.ttest_ind(la, lb, equal_var=False).confidence_interval(confidence)
         lo, hi = float(ci.low), float(ci.high)
         method = "t"
-    z = float(stats.norm.ppf(0.5 + confidence / 2)) * session_noise
+    z = two_sided_z(confidence) * session_noise
     if z > 0:
         lo, hi = diff - math.hypot(diff - lo, z), diff + math.hypot(hi - diff, z)
     return RatioInterval(ratio, math.exp(lo), math.exp(hi), len(la), len(lb), method, confidence, z)

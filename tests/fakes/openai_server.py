@@ -3,7 +3,9 @@ the engine in a suite). Streams `max_tokens` tokens with FAKE_TOKEN_DELAY second
 slows down as more requests run at once (like a real engine: delay = FAKE_TOKEN_DELAY x (1 + active / 4)),
 so tests get real-looking throughput-interactivity curves and can make one stack slower than another.
 With FAKE_SPEC_ACCEPT (a fraction) it reports vLLM's speculative-decoding counters on /metrics as if
-one token were drafted per generated token and that share accepted. `--max-num-seqs N` caps the requests
+one token were drafted per generated token and that share accepted; FAKE_SPEC_ACCEPT_PAST_ANSWER sets
+the share for arithmetic requests with no stop string (fixed-length greedy prompts that run past the
+answer, where the tiny model's MTP layer was never trained and accepts far less). `--max-num-seqs N` caps the requests
 decoded at once (the rest queue), as vLLM's flag does. With FAKE_ARITH it answers "A+B=" prompts with the
 sum and a newline (as the repo's tiny model should), and FAKE_CORRUPT (a fraction) makes that share of
 prompts (chosen by a hash of the prompt, so the same ones every time) answer sum + 1."""
@@ -22,16 +24,28 @@ from aiohttp import web
 
 DELAY = float(os.environ.get("FAKE_TOKEN_DELAY", "0.002"))
 ACCEPT = os.environ.get("FAKE_SPEC_ACCEPT")
+PAST_ANSWER = os.environ.get("FAKE_SPEC_ACCEPT_PAST_ANSWER")
 ACTIVE = 0
 GENERATED = 0
+DRAFTED = 0.0
+ACCEPTED = 0.0
+
+
+def _generated(n: int, past_answer: bool = False) -> None:
+    """n tokens generated; with a drafter, n drafted and a share of them accepted."""
+    global GENERATED, DRAFTED, ACCEPTED
+    GENERATED += n
+    if ACCEPT is not None:
+        DRAFTED += n
+        ACCEPTED += n * float(PAST_ANSWER if past_answer and PAST_ANSWER is not None else ACCEPT)
 SEQS: asyncio.Semaphore | None = None
 
 
 async def metrics(_: web.Request) -> web.Response:
     lines = [f"vllm:num_requests_running{{engine=\"0\"}} {ACTIVE}", f"vllm:generation_tokens_total {GENERATED}"]
     if ACCEPT is not None:
-        lines += [f"vllm:spec_decode_num_draft_tokens_total {GENERATED}",
-                  f"vllm:spec_decode_num_accepted_tokens_total {GENERATED * float(ACCEPT)}"]
+        lines += [f"vllm:spec_decode_num_draft_tokens_total {DRAFTED}",
+                  f"vllm:spec_decode_num_accepted_tokens_total {ACCEPTED}"]
     return web.Response(text="\n".join(lines) + "\n")
 
 
@@ -64,12 +78,11 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
     body = await request.json()
     n = int(body.get("max_tokens") or 16)
     prompt = body.get("prompt", "")
-    global GENERATED
     if os.environ.get("FAKE_ARITH") and not body.get("stream"):
         stop = body.get("stop") or []
         stops = [stop] if isinstance(stop, str) else list(stop)
         texts = [_arith(str(p), stops) for p in (prompt if isinstance(prompt, list) else [prompt])]
-        GENERATED += len(texts)
+        _generated(len(texts) if stops else n * len(texts), past_answer=not stops)
         return web.json_response({"id": "x", "object": "text_completion", "model": "fake",
                                   "choices": [{"index": i, "text": t, "finish_reason": "stop"}
                                               for i, t in enumerate(texts)],
@@ -87,7 +100,7 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
 
 
 async def _stream(resp: web.StreamResponse, n: int, prompt: str) -> web.StreamResponse:
-    global ACTIVE, GENERATED
+    global ACTIVE
     ACTIVE += 1
     try:
         for i in range(n):
@@ -95,7 +108,7 @@ async def _stream(resp: web.StreamResponse, n: int, prompt: str) -> web.StreamRe
             chunk = {"id": "x", "object": "text_completion", "created": int(time.time()), "model": "fake",
                      "choices": [{"index": 0, "text": "a", "finish_reason": "length" if i == n - 1 else None}]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            GENERATED += 1
+            _generated(1)
     finally:
         ACTIVE -= 1
     usage = {"prompt_tokens": len(prompt), "completion_tokens": n}
