@@ -215,3 +215,33 @@ def test_task_files_rewritten_by_other_workers_are_never_read_half_written(tmp_p
         stop.set()
         writer.join()
     assert all(ok and lines == 200 for ok, lines in seen), [s for s in seen if s != (True, 200)][:3]
+
+
+def test_the_task_key_covers_the_task_and_its_data_not_the_rest_of_the_directory(tmp_path: Path) -> None:
+    """The key that stored accuracy results are filed under: unchanged by another model's task or another
+    worker's temp file beside it (xdist), changed by a different problem set."""
+    import threading
+
+    from pytest_infer.measure.evaltask import AccuracySpec, task_hash, write_arith_task, write_task
+
+    spec = AccuracySpec(task="arith", api="completions", samples=50)
+    path = write_task(spec, tmp_path)
+    assert path is not None
+    key = task_hash(spec, path)
+    (tmp_path / "gsm8k.yaml").write_text("task: gsm8k\n")
+    stop = threading.Event()
+
+    def rewrite() -> None:  # leaves arith-test.jsonl*.tmp files appearing and vanishing
+        while not stop.is_set():
+            write_arith_task(tmp_path, 50)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        keys = {task_hash(spec, path) for _ in range(200)}
+    finally:
+        stop.set()
+        writer.join()
+    assert keys == {key}
+    other = tmp_path / "other"
+    assert task_hash(spec, write_arith_task(other, 49)) != key  # other data (the spec is the same)

@@ -68,7 +68,7 @@ def write_arith_task(directory: Path, n: int) -> Path:
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0, "problems": n},
     }
-    path = directory / f"{ARITH}.yaml"
+    path = directory / f"{ARITH}.yaml"  # as task_path names it
     _write_whole(path, yaml.safe_dump(task, sort_keys=False))
     return path
 
@@ -96,7 +96,7 @@ def write_gsm8k_task(directory: Path) -> Path:
                                                      "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
                                                     {"function": "take_first"}]}],
     }
-    path = directory / f"{GSM8K}.yaml"
+    path = directory / f"{GSM8K}.yaml"  # as task_path names it
     _write_whole(path, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return path
 
@@ -116,10 +116,14 @@ def write_task(spec: AccuracySpec, directory: Path) -> Path | None:
 
 
 def task_hash(spec: AccuracySpec, task_file: Path | None) -> str:
-    """What decides the scores besides the deployment: the spec and the task's files."""
+    """What decides the scores besides the deployment: the spec, the task file and the data files it
+    names. Not the whole directory: another model's task may sit there, and under xdist another worker's
+    half-written temp file."""
     h = hashlib.sha256(spec.model_dump_json().encode())
     if task_file is not None:
-        for p in sorted(task_file.parent.iterdir()):
+        task = yaml.safe_load(task_file.read_text()) or {}
+        data = ((task.get("dataset_kwargs") or {}).get("data_files") or {}).values()
+        for p in sorted([task_file, *map(Path, data)]):
             h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:12]
 
