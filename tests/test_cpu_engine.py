@@ -48,7 +48,11 @@ def test_base_stack_is_measured_on_the_real_engine(pytester: pytest.Pytester, tm
         assert lv["failed"] == 0 and lv["completed"] == lv["num_prompts"] and lv["per_gpu_throughput"] > 0
         # Engine metrics scraped around each level: the server's requests and its KV-cache usage.
         server = lv["metrics"]["server"]
-        assert server["requests_finished"] >= lv["completed"] and 0 < server["kv_cache_usage_max"] <= 1
+        assert server["requests_finished"] >= lv["completed"] and 0 <= server["kv_cache_usage_max"] <= 1
+    # The usage gauge is sampled every 0.5 s and this tiny model's KV cache is never more than 1% used: a
+    # clean clone here once read 0.0 in every sample of a 2.3 s c=16 level (others peaked at 0.0004-0.007),
+    # so it must be seen in use somewhere in the sweep, not at every level.
+    assert max(lv["metrics"]["server"]["kv_cache_usage_max"] for lv in m["levels"]) > 0
     # The second run reuses the stored sweep: nothing is launched again.
     again = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--stack", "base",
                                           "--report-dir", str(reports), timeout=300)
