@@ -139,6 +139,11 @@ def test_known_broken_stack_xfails_and_bigger_stacks_are_not_launched(pytester: 
     rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
     assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]
     assert "not launched: its part cpu-fake-broken fails under the same known-broken entry" in rows["cpu-fake-mtp+broken"]
+    # Failed on one request before lm-eval, which would have retried each of its 200 with backoff.
+    stored = json.loads(next((pytester.path / "r" / "cpu" / "results" / "accuracy").glob("cpu-fake-broken-*.json"))
+                        .read_text())
+    assert stored["status"] == "failed" and stored["eval_s"] == 0
+    assert "first request, before lm-eval: POST /v1/completions answered 500" in stored["error"], stored["error"]
 
 
 def _fixture_rows(hw: str, framework: str, family: str, precision: str) -> list[dict[str, object]]:
