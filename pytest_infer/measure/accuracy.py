@@ -236,17 +236,12 @@ class AccuracyRunner:
     def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, run_dir: Path,
                   result: AccuracyResult) -> None:
         from pytest_infer.measure.metrics import Scraper
-        from pytest_infer.measure.runner import MeasurementFailed, _server_tails
-        from pytest_infer.measure.smoke import one_completion
+        from pytest_infer.measure.runner import MeasurementFailed, _server_tails, first_completion
 
         task_file, _ = self._task()
         # One request first: a deployment that answers errors fails here with its log, where lm-eval would
         # retry every request with backoff before giving up.
-        try:
-            one_completion(dep, max_tokens=1)
-        except (RuntimeError, httpx.HTTPError) as exc:
-            launcher.check_alive()
-            raise MeasurementFailed(f"first request, before lm-eval: {exc}\n{_server_tails(launcher, dep)}") from None
+        first_completion(launcher, dep, max_tokens=1, what="first request, before lm-eval: ")
         output = run_dir / "lm-eval"
         cache = self.store.root / f"{stack.id}-{result.key}.lmcache"  # survives an interrupted run
         if self.fresh:  # asked to measure again: lm-eval must not answer from its cache either

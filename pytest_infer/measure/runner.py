@@ -424,7 +424,7 @@ def smoke(runner: Runner, stack: Stack) -> SmokeResult:
 
 def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeResult:
     from pytest_infer.launch.local import LaunchError, LocalLauncher
-    from pytest_infer.measure.smoke import SmokeResult, one_completion
+    from pytest_infer.measure.smoke import SmokeResult
 
     run_dir = runner.run_root / stack.id / "smoke"
     dep = runner.launchable(stack, run_dir, devices)
@@ -434,16 +434,27 @@ def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeRe
     try:
         with launcher:
             launch_s = time.monotonic() - t0
-            try:
-                first_s, text = one_completion(dep)
-            except (RuntimeError, OSError) as exc:
-                launcher.check_alive()
-                raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
+            first_s, text = first_completion(launcher, dep)
     except (LaunchError, MeasurementFailed) as exc:
         causes = root_causes(run_dir / "logs")
         raise MeasurementFailed((f"root cause: {causes}\n" if causes else "") + str(exc)) from None
     runner.log(f"[infer] {stack.id}: healthy after {launch_s:.0f} s, first completion in {first_s:.2f} s: {text!r}")
     return SmokeResult(launch_s, first_s, text)
+
+
+def first_completion(launcher: LocalLauncher, dep: Deployment, max_tokens: int = 8,
+                     what: str = "") -> tuple[float, str]:
+    """one_completion through a launched deployment; its failure as MeasurementFailed with the log tails
+    (LaunchError first when a role has died)."""
+    import httpx
+
+    from pytest_infer.measure.smoke import one_completion
+
+    try:
+        return one_completion(dep, max_tokens=max_tokens)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:
+        launcher.check_alive()
+        raise MeasurementFailed(f"{what}{exc}\n{_server_tails(launcher, dep)}") from None
 
 
 def _server_tails(launcher: LocalLauncher, dep: Deployment, n: int = 15) -> str:
