@@ -28,11 +28,12 @@ from pytest_infer.launch.local import LocalLauncher
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.measure.load import BenchClient, Target, bench_argv, run_level
 from pytest_infer.measure.metrics import Scraper
-from pytest_infer.measure.results import Level
+from pytest_infer.store.records import Level
 from pytest_infer.measure.runner import Runner
-from pytest_infer.measure.store import Store
+from pytest_infer.paths import RunPaths
+from pytest_infer.store.store import Store
 from pytest_infer.space import Stack
-from pytest_infer.tinymodel import build_tiny_model, model_fingerprint
+from pytest_infer.tiny.model import build_tiny_model, model_fingerprint
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     model_dir = build_tiny_model(root / "models" / model)
     out = root / "cpu" / "calibration"
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(matrix=matrix, store=Store(out / "store"), run_root=out / "runs", model=model,
+    runner = Runner(matrix=matrix, store=Store(out / "store"), paths=RunPaths(out.parent, out.name), model=model,
                     engine_version="calibration", local_models={model: str(model_dir)},
                     model_fingerprint=model_fingerprint(model_dir))
     stack = Stack("cpu", "vllm", ())

@@ -13,7 +13,6 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pytest_infer.measure.evaltask import AccuracySpec
 from pytest_infer.yamlfile import parse_model
 
 Vendor = Literal["amd", "nvidia", "cpu"]
@@ -65,9 +64,23 @@ class OptimizationsFile(_Strict):
         return self
 
 
+class AccuracySpec(BaseModel):
+    """How a model's accuracy is measured (models.yaml `accuracy:`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str = Field(description="an lm-eval task: one a model builder writes (the tiny model's arith), gsm8k_infx, or any of lm-eval's own")
+    api: Literal["completions", "chat"] = "chat"  # lm-eval local-completions or local-chat-completions
+    num_fewshot: int = Field(0, ge=0)
+    samples: int | None = Field(None, ge=1, description="documents to score (lm-eval --limit); a builder's own task: its size")
+    max_tokens: int = Field(4096, ge=1)
+    concurrency: int = Field(32, ge=1, description="requests in flight (lm-eval num_concurrent)")
+    parity_prompts: int = Field(64, ge=1, description="greedy prompts compared with the reference")
+    parity_max_tokens: int = Field(32, ge=1)
+
+
 class Model(_Strict):
     checkpoints: dict[str, dict[str, str]]  # precision -> vendor (or "default") -> checkpoint
-    builder: str | None = None  # a module that builds the model locally: python -m BUILDER OUT_DIR
+    builder: str | None = None  # a module that builds the model locally (pytest_infer.builder.ModelBuilder)
     accuracy_floor: dict[str, float] = {}  # task (or its family: gsm8k for gsm8k_infx) -> minimum score
     accuracy: AccuracySpec | None = None  # how lm-eval scores it (default: GSM8K 5-shot as InferenceX runs it)
 

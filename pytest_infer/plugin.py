@@ -1,4 +1,4 @@
-"""pytest hooks only. State lives in one InferSession in config.stash; the work is in the modules it calls.
+"""pytest hooks only. State lives in one InferSession in config.stash; the work is in the objects it holds.
 
 Imports of the heavy parts (pydantic models, scipy, the engine) happen inside hooks, after options are
 parsed, so `pytest --help` stays fast and a checkout's own tests run without any of it active.
@@ -6,60 +6,36 @@ parsed, so `pytest --help` stays fast and a checkout's own tests run without any
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_infer.options import add_legacy_spellings, add_options
+
 if TYPE_CHECKING:
     from pytest_infer.session import InferSession
+    from pytest_infer.space import Stack
 
-SUITES = ("composability", "conformance", "regression", "smoke")
 session_key: pytest.StashKey[InferSession] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("infer", "pytest-infer: do inference optimizations still win when stacked?")
-    g.addoption("--gpu", metavar="KIND", help="GPU kind to test (matrices/gpus.yaml), or cpu for the real "
-                "vLLM CPU engine with the repo's tiny model. Turns the plugin on.")
-    g.addoption("--suite", metavar="NAME", help=f"suite to run: {', '.join(SUITES)}")
-    g.addoption("--engine", metavar="NAME", action="append", default=[],
-                help="engine (repeatable); default: every engine the matrix supports on the GPU")
-    g.addoption("--model", metavar="NAME", help="model from matrices/models.yaml, or a checkpoint path or id")
-    g.addoption("--stack", metavar="EXPR", action="append", default=[],
-                help="narrow to stacks: a label (fp4+mtp, base) or an expression (mtp and not disagg); repeatable")
-    g.addoption("--report-dir", metavar="DIR", default="reports",
-                help="where matrices, plots, JUnit and results go (default: reports/)")
-    g.addoption("--infer-plan", action="store_true",
-                help="launch nothing: print every role's argv and env, and write <report-dir>/<gpu>/plan.json")
-    g.addoption("--results", metavar="DIR", help="replay, no engine: run the checks on a results store, or on "
-                "InferenceX / vllm bench / SGLang result files under DIR (raw ones need an infer-results.yaml)")
-    g.addoption("--infer-matrices", metavar="DIR",
-                help="use this matrices/ directory instead of the shipped one (your own GPUs, engines, optimizations)")
-    g.addoption("--infer-fresh", action="store_true", help="measure again even if results are stored")
-    g.addoption("--baseline-dir", metavar="DIR",
-                help="regression suite: where baselines live (default: baselines/ in the rootdir)")
-    g.addoption("--baseline-update", action="store_true",
-                help="regression suite: measure and (re)write the baselines instead of comparing")
-    g.addoption("--baseline-strict", action="store_true",
-                help="regression suite: a missing baseline or one from another environment fails (default: skip)")
-    g.addoption("--infer-engine-args", metavar="ARGS",
-                help="flags appended to every serving role, e.g. '--max-num-seqs 4' (part of what is measured)")
-    g.addoption("--infer-repeats", metavar="N", type=int,
-                help="sweeps per deployment, overriding the workload's repeats (an inconclusive verdict says "
-                     "how many would decide it); stored sweeps are kept and only the missing ones measured")
-    g.addoption("--infer-devices", metavar="IDS",
-                help="device ids to lease deployments from (default: CUDA/HIP/ROCR_VISIBLE_DEVICES, else all "
-                     "detected; the cores on cpu)")
-    g.addoption("--infer-lease-dir", metavar="DIR",
-                help="where the per-device lease locks live (default: one directory per user in the temp dir)")
-    g.addoption("--infer-launch-timeout", metavar="S", type=float, default=900.0,
-                help="seconds a deployment may take to become healthy (default 900)")
+    add_options(parser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> Generator[None, None, None]:
+    yield  # the conftests' own options first: a name they define stays theirs
+    add_legacy_spellings(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("gpu") is None:
-        if config.getoption("suite") or config.getoption("engine") or config.getoption("infer_plan"):
+        if config.getoption("suite") or config.getoption("infer_engine") or config.getoption("infer_plan") \
+                or getattr(config.option, "infer_legacy_engine", None):
             raise pytest.UsageError("pytest-infer: --suite, --engine and --infer-plan need --gpu KIND")
         return
     from pytest_infer.session import InferSession
@@ -78,8 +54,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def infer(request: pytest.FixtureRequest) -> InferSession:
-    """The run's state: matrix, results store, measurements and verdicts."""
+    """The run's state: its options, selection, lab, suite and rows."""
     session = request.config.stash.get(session_key, None)
     if session is None:
         pytest.skip("pytest-infer is off: pass --gpu KIND")
     return session
+
+
+@pytest.fixture
+def infer_check(infer: InferSession, request: pytest.FixtureRequest) -> Callable[[Stack], None]:
+    """Runs the suite's check of a stack in this test: records its row, then passes, fails or skips."""
+    return lambda stack: infer.suite.run_test(request.node, stack)

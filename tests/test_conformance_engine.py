@@ -59,7 +59,7 @@ def _matrices(root: Path, damaged: Path) -> Path:
 
 
 def test_conformance_on_the_real_engine_catches_damaged_weights(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    from pytest_infer import tinymodel
+    from pytest_infer.tiny import model as tinymodel
 
     reports = tmp_path / "r"
     built = tinymodel.build_tiny_model(reports / "models" / MODEL)  # the plugin finds it built and reuses it

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_infer.measure.ingest import ingest_dir, ingest_file
-from pytest_infer.measure.results import ResultError
+from pytest_infer.replay.ingest import ingest_dir, ingest_file
+from pytest_infer.store.records import ResultError
 
 DATA = Path(__file__).resolve().parent / "data" / "inferencex"
 GPT_OSS = DATA / "disagg-16gpu-gpt-oss-120b"

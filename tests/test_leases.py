@@ -76,11 +76,12 @@ def test_a_killed_holder_releases_its_devices(tmp_path: Path) -> None:
 def test_leased_devices_reach_the_roles_but_not_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_infer.matrix import Matrix, default_root
     from pytest_infer.measure.runner import Runner
-    from pytest_infer.measure.store import Store
+    from pytest_infer.paths import RunPaths
+    from pytest_infer.store.store import Store
     from pytest_infer.space import Stack
 
     matrix = Matrix(default_root())
-    runner = Runner(matrix=matrix, store=Store(tmp_path / "s"), run_root=tmp_path / "runs",
+    runner = Runner(matrix=matrix, store=Store(tmp_path / "s"), paths=RunPaths(tmp_path, "cpu"),
                     model="tiny-glm4moe-mtp", engine_version="0.32.0", pool=DevicePool(("0", "1"), tmp_path / "l"))
     base = Stack("cpu", "vllm", ())
     key = runner.key(base)
@@ -89,7 +90,7 @@ def test_leased_devices_reach_the_roles_but_not_the_key(tmp_path: Path, monkeypa
     assert runner.key(base) == key
     monkeypatch.setattr("pytest_infer.launch.gpus.preflight", lambda *a: None)
     model = matrix.model_defaults["h100"].model
-    gpu = Runner(matrix=matrix, store=Store(tmp_path / "s"), run_root=tmp_path / "runs", model=model,
+    gpu = Runner(matrix=matrix, store=Store(tmp_path / "s"), paths=RunPaths(tmp_path, "cpu"), model=model,
                  engine_version="0.32.0")
     disagg = Stack("h100", "vllm", ("disagg",))
     ids = tuple(str(i) for i in range(4, 4 + gpu.plan(disagg).gpus))
@@ -103,13 +104,14 @@ def test_leased_devices_reach_the_roles_but_not_the_key(tmp_path: Path, monkeypa
 def test_engine_args_change_the_key_and_reach_serving_roles_only(tmp_path: Path) -> None:
     from pytest_infer.matrix import Matrix, default_root
     from pytest_infer.measure.runner import Runner
-    from pytest_infer.measure.store import Store
+    from pytest_infer.paths import RunPaths
+    from pytest_infer.store.store import Store
     from pytest_infer.space import Stack
 
     matrix = Matrix(default_root())
 
     def runner(extra: tuple[str, ...]) -> Runner:
-        return Runner(matrix=matrix, store=Store(tmp_path), run_root=tmp_path / "runs", model="tiny-glm4moe-mtp",
+        return Runner(matrix=matrix, store=Store(tmp_path), paths=RunPaths(tmp_path, "cpu"), model="tiny-glm4moe-mtp",
                       engine_version="0.32.0", extra_args=extra)
 
     disagg = Stack("cpu", "vllm", ("disagg",))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_infer.measure.metrics import Scraper, acceptance_rate, parse
-from pytest_infer.measure.results import Level, ResultError
+from pytest_infer.store.records import Level, ResultError
 
 # The shape vLLM 0.32 writes (labels per engine and model; histograms as _sum/_count/_bucket).
 VLLM_TEXT = """# HELP vllm:spec_decode_num_draft_tokens_total Number of draft tokens.

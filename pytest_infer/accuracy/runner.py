@@ -25,28 +25,15 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 from pydantic import Field
 
-from pytest_infer import arith
-from pytest_infer.measure.evaltask import ARITH, AccuracySpec, lm_eval_argv, task_hash, write_task
-from pytest_infer.measure.results import Record
-from pytest_infer.measure.store import RecordStore
+from pytest_infer.accuracy.lmeval import Task, task_hash
+from pytest_infer.store.records import Record
+from pytest_infer.store.store import RecordStore
 from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
     from pytest_infer.deployment import Deployment
     from pytest_infer.launch.local import LocalLauncher
     from pytest_infer.measure.runner import Runner
-
-# Greedy parity prompts for real models: fixed, varied, short; long enough answers to diverge.
-TEXT_PROMPTS = (
-    "The capital of France is", "Water boils at a temperature of", "def fibonacci(n):\n",
-    "The three primary colors are", "In 1969, the first humans to walk on the Moon were",
-    "Translate to German: 'Good morning, how are you?'\n", "A prime number is",
-    "The derivative of x^2 with respect to x is", "List three uses of a paperclip:\n1.",
-    "Photosynthesis converts", "SELECT name FROM users WHERE", "The speed of light in vacuum is about",
-    "Once upon a time, in a small village,", "The largest planet in the solar system is",
-    "To sort a list in Python, you can", "Question: What is 17 times 23?\nAnswer:",
-)
-
 
 class AccuracyResult(Record):
     """One deployment's accuracy run: per-sample outcomes (doc id -> 1 right / 0 wrong), the responses,
@@ -84,14 +71,6 @@ class AccuracyResult(Record):
 
 class AccuracyStore(RecordStore[AccuracyResult]):
     schema = AccuracyResult
-
-
-def parity_prompts(spec: AccuracySpec) -> list[str]:
-    """The fixed greedy prompt set: held-out addition problems (another seed than the eval's) for the
-    tiny model, a fixed text list for real models."""
-    if spec.task == ARITH:
-        return [p.prompt for p in arith.problems("test", spec.parity_prompts, seed=1)]
-    return list(TEXT_PROMPTS[: spec.parity_prompts])
 
 
 def greedy_outputs(url: str, served_name: str, prompts: list[str], max_tokens: int,
@@ -146,10 +125,9 @@ def score_of(samples: dict[str, int]) -> tuple[float, float | None]:
 
 @dataclass
 class AccuracyRunner:
-    runner: Runner  # the throughput runner: plans, ports, launch timeout, run dirs, logging
-    spec: AccuracySpec
+    runner: Runner  # the throughput runner: plans, ports, launch timeout, paths, logging
+    task: Task
     store: AccuracyStore
-    task_dir: Path  # where the task files are written (under the report dir)
     replay: bool = False
     fresh: bool = False
     log: Callable[[str], None] = print
@@ -159,9 +137,12 @@ class AccuracyRunner:
 
     def _task(self) -> tuple[Path | None, str]:
         if not self._task_hash:
-            self._task_file = None if self.replay else write_task(self.spec, self.task_dir)
-            self._task_hash = task_hash(self.spec, self._task_file)
+            self._task_file = None if self.replay else self.task.write(self.runner.paths.tasks)
+            self._task_hash = task_hash(self.task.spec, self._task_file)
         return self._task_file, self._task_hash
+
+    def task_file(self) -> Path | None:
+        return self._task()[0]
 
     def key(self, stack: Stack) -> str:
         r = self.runner
@@ -182,7 +163,8 @@ class AccuracyRunner:
 
     def _failed(self, stack: Stack, key: str, error: str) -> AccuracyResult:
         return AccuracyResult(key=key, stack=stack.id, engine=stack.engine, engine_version=self.runner.engine_version,
-                              gpu=stack.gpu, model=self.runner.model, task=self.spec.task, status="failed", error=error)
+                              gpu=stack.gpu, model=self.runner.model, task=self.task.spec.task, status="failed",
+                              error=error)
 
     def _accuracy(self, stack: Stack) -> AccuracyResult:
         if self.replay:
@@ -203,29 +185,30 @@ class AccuracyRunner:
         from pytest_infer.launch.local import LaunchError, LocalLauncher
         from pytest_infer.measure.runner import MeasurementFailed, _server_tails, root_causes
 
-        run_dir = self.runner.run_root / stack.id / "accuracy"
+        paths = self.runner.paths
+        run_dir = paths.run_dir(stack.id, "accuracy")
         try:
             dep = self.runner.launchable(stack, run_dir)
         except MeasurementFailed as exc:
             return self._failed(stack, key, str(exc))
         result = AccuracyResult(key=key, stack=stack.id, engine=stack.engine, engine_version=self.runner.engine_version,
-                                gpu=stack.gpu, model=self.runner.model, task=self.spec.task, run_id=self.runner.run_id)
+                                gpu=stack.gpu, model=self.runner.model, task=self.task.spec.task, run_id=self.runner.run_id)
         self.store.save(result)
         self.runner._note_launch(stack)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} for accuracy, logs in {run_dir}")
-        launcher = LocalLauncher(dep, log_dir=run_dir / "logs", timeout=self.runner.launch_timeout_s)
+        launcher = LocalLauncher(dep, log_dir=paths.logs(stack.id, "accuracy"), timeout=self.runner.launch_timeout_s)
         t0 = time.monotonic()
         try:
             with launcher:
                 result.launch_s = time.monotonic() - t0
-                self._evaluate(stack, dep, launcher, run_dir, result)
+                self._evaluate(stack, dep, launcher, result)
             result.status = "ok"
             accept = result.mtp_acceptance
-            self.log(f"[infer] {stack.id}: {self.spec.task} {result.score:.4f} (n={result.n}) in {result.eval_s:.0f} s, "
+            self.log(f"[infer] {stack.id}: {self.task.spec.task} {result.score:.4f} (n={result.n}) in {result.eval_s:.0f} s, "
                      f"{len(result.greedy)} greedy outputs in {result.greedy_s:.0f} s"
                      + (f", MTP acceptance {accept:.2f}" if accept is not None else ""))
         except (LaunchError, MeasurementFailed) as exc:
-            causes = root_causes(run_dir / "logs")
+            causes = root_causes(paths.logs(stack.id, "accuracy"))
             result.status, result.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
         except (RuntimeError, OSError, ValueError, httpx.HTTPError) as exc:
             tails = _server_tails(launcher, dep)
@@ -233,8 +216,7 @@ class AccuracyRunner:
         self.store.save(result)
         return result
 
-    def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, run_dir: Path,
-                  result: AccuracyResult) -> None:
+    def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, result: AccuracyResult) -> None:
         from pytest_infer.measure.metrics import Scraper
         from pytest_infer.measure.runner import MeasurementFailed, _server_tails, first_completion
 
@@ -242,31 +224,32 @@ class AccuracyRunner:
         # One request first: a deployment that answers errors fails here with its log, where lm-eval would
         # retry every request with backoff before giving up.
         first_completion(launcher, dep, max_tokens=1, what="first request, before lm-eval: ")
-        output = run_dir / "lm-eval"
-        cache = self.store.root / f"{stack.id}-{result.key}.lmcache"  # survives an interrupted run
+        paths, spec = self.runner.paths, self.task.spec
+        output, log = paths.lm_eval_output(stack.id), paths.lm_eval_log(stack.id)
+        cache = paths.lm_eval_cache(self.store.root, stack.id, result.key)
         if self.fresh:  # asked to measure again: lm-eval must not answer from its cache either
             for old in self.store.root.glob(f"{cache.name}*"):
                 old.unlink()
-        argv = lm_eval_argv(self.spec, dep.endpoint_url, dep.served_name, output, cache, task_file)
+        argv = self.task.argv(dep.endpoint_url, dep.served_name, output, cache, task_file)
         result.argv = argv
         t0 = time.monotonic()
         # Engine metrics (MTP acceptance among them) over the task's own requests only: the fixed-length
         # greedy prompts below run past the answer, where a drafter is not meant to agree.
         scraped = {r.name: r.url for r in dep.roles if r.port is not None and r.kind != "router"}
         with Scraper(scraped) as scraper:
-            rc, tail = run_lm_eval(argv, run_dir / "lm-eval.log", timeout_s=max(600.0, self.runner.launch_timeout_s))
+            rc, tail = run_lm_eval(argv, log, timeout_s=max(600.0, self.runner.launch_timeout_s))
         result.metrics = scraper.result
         result.eval_s = time.monotonic() - t0
         if rc != 0:
             launcher.check_alive()
-            raise MeasurementFailed(f"lm-eval exited with {rc} ({run_dir / 'lm-eval.log'}):\n{tail}\n"
+            raise MeasurementFailed(f"lm-eval exited with {rc} ({log}):\n{tail}\n"
                                     f"{_server_tails(launcher, dep)}")
-        result.samples, result.responses, _ = read_samples(output, self.spec.task)
+        result.samples, result.responses, _ = read_samples(output, spec.task)
         result.score, result.stderr = score_of(result.samples)
         result.n = len(result.samples)
         t0 = time.monotonic()
-        result.greedy = greedy_outputs(dep.endpoint_url, dep.served_name, parity_prompts(self.spec),
-                                       self.spec.parity_max_tokens)
+        result.greedy = greedy_outputs(dep.endpoint_url, dep.served_name, self.task.parity_prompts(),
+                                       spec.parity_max_tokens)
         result.greedy_s = time.monotonic() - t0
         launcher.check_alive()
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pytest_infer.measure.results import Level, ResultError
+from pytest_infer.store.records import Level, ResultError
 
 Format = Literal["vllm-bench", "sglang-bench", "inferencex"]
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from filelock import FileLock
 
-from pytest_infer.measure.results import Measurement, Record
+from pytest_infer.store.records import Measurement, Record
 
 R = TypeVar("R", bound=Record)
 

@@ -2,7 +2,7 @@
 
 No model is downloaded: the config and a character-level tokenizer are generated locally; the
 weights ship with the package (``data/tiny-glm4moe-mtp.safetensors``), made by
-``python -m pytest_infer.tinytrain`` (deterministic, minutes on two cores) and checked against the
+``python -m pytest_infer.tiny.train`` (deterministic, minutes on two cores) and checked against the
 sha256 recorded here. Trained, the model can be wrong: it answers ``arith`` problems, so accuracy
 checks have something to lose. The shapes are chosen for vLLM's CPU engine:
 
@@ -13,7 +13,7 @@ checks have something to lose. The shapes are chosen for vLLM's CPU engine:
 * The MTP layer lives at index ``num_hidden_layers`` with the names vLLM's
   ``glm4_moe_mtp.py`` loader expects; transformers does not write it.
 
-Run ``python -m pytest_infer.tinymodel OUT_DIR``. Heavy imports (transformers, tokenizers) happen
+Run ``python -m pytest_infer.tiny.model OUT_DIR``. Heavy imports (transformers, tokenizers) happen
 inside the functions, so importing this module is cheap.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 BUILDER_VERSION = "2"
 INIT_STD = 0.02
 MARKER_NAME = ".tinymodel.json"
-# Written by `python -m pytest_infer.tinytrain WEIGHTS`; retraining changes the bytes, so update both.
+# Written by `python -m pytest_infer.tiny.train WEIGHTS`; retraining changes the bytes, so update both.
 WEIGHTS = Path(__file__).resolve().parent / "data" / "tiny-glm4moe-mtp.safetensors"
 WEIGHTS_SHA256 = "374341537267ede0a33428200b3059c44dec41a1299e3cd97adf875cb1f97a35"
 
@@ -287,7 +287,7 @@ def verify_weights(path: Path | None = None) -> bytes:
     if got != WEIGHTS_SHA256:
         raise WeightsMismatch(
             f"{path}: sha256 {got} is not the recorded WEIGHTS_SHA256 {WEIGHTS_SHA256} "
-            "(retrain with python -m pytest_infer.tinytrain and update both)"
+            "(retrain with python -m pytest_infer.tiny.train and update both)"
         )
     return data
 

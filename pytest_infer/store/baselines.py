@@ -23,7 +23,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
 from pytest_infer.matrix import Workload
-from pytest_infer.measure.results import Measurement
+from pytest_infer.store.records import Measurement
 from pytest_infer.yamlfile import parse_model
 
 HEADER = ("# pytest-infer baseline: one stack's sweep, every repeat of every level, and where it was measured.\n"

@@ -2,7 +2,7 @@
 acceptance (from the engine's own /metrics counters) on arithmetic and on ``vllm bench serve`` random
 prompts.
 
-    python -m pytest_infer.tinyeval MODEL_DIR [--problems 500] [--mtp] [--bench-prompts 64]
+    python -m pytest_infer.tiny.evaluate MODEL_DIR [--problems 500] [--mtp] [--bench-prompts 64]
 
 Prints one JSON object. The server is launched like the plugin launches the cpu stacks (the engine
 flags and env of matrices/engines/vllm.yaml for cpu: bf16, eager, pinned to one core).
@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from pytest_infer import arith
+from pytest_infer.tiny import arith
 from pytest_infer.deployment import Deployment, Role
 from pytest_infer.launch.local import LocalLauncher, free_ports
 from pytest_infer.measure.metrics import parse

@@ -1,6 +1,6 @@
 """The tiny model's task: multi-digit addition, as plain text the character-level tokenizer reads digit by digit.
 
-One definition serves the training script (pytest_infer.tinytrain), the local lm-eval task the conformance
+One definition serves the training script (pytest_infer.tiny.train), the local lm-eval task the conformance
 suite runs (no hub, no download) and the output-parity prompts. A prompt is ``"{a}+{b}="``; the answer is
 the decimal sum, then a newline. Train and test are split by a hash of the pair, so no test problem is
 ever trained on, whatever the sample sizes.

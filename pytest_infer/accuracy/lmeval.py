@@ -1,5 +1,6 @@
-"""lm-eval tasks and command lines: the repo's offline arithmetic task for its tiny model, and GSM8K 5-shot
-the way InferenceX runs it for real models. Pure functions over files and argv: nothing is launched here.
+"""lm-eval tasks and command lines: a model's task (one its builder writes, GSM8K 5-shot the way InferenceX
+runs it, or one of lm-eval's own) and the argv that runs it. Pure functions over files and argv: nothing
+is launched here.
 
 The command line is lm-eval's own CLI (`python -m lm_eval run ...`), so tests parse it with lm-eval's
 parser, and a user can paste it from the run log.
@@ -8,33 +9,20 @@ parser, and a user can paste it from the run log.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_infer import arith
+from pytest_infer.matrix import AccuracySpec
 
-ARITH = "arith"  # the tiny model's task: written by the repo, no hub, no download
+if TYPE_CHECKING:
+    from pytest_infer.builder import ModelBuilder
+
 GSM8K = "gsm8k_infx"  # lm-eval's gsm8k with InferenceX's prompt (their utils/evals/gsm8k.yaml)
-
-
-class AccuracySpec(BaseModel):
-    """How a model's accuracy is measured (models.yaml `accuracy:`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    task: str = Field(description=f"{ARITH} (the repo's offline task), {GSM8K}, or any lm-eval task name")
-    api: Literal["completions", "chat"] = "chat"  # lm-eval local-completions or local-chat-completions
-    num_fewshot: int = Field(0, ge=0)
-    samples: int | None = Field(None, ge=1, description="documents to score (lm-eval --limit); arith: set size")
-    max_tokens: int = Field(4096, ge=1)
-    concurrency: int = Field(32, ge=1, description="requests in flight (lm-eval num_concurrent)")
-    parity_prompts: int = Field(64, ge=1, description="greedy prompts compared with the reference")
-    parity_max_tokens: int = Field(32, ge=1)
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -46,39 +34,12 @@ def _write_whole(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_arith_task(directory: Path, n: int) -> Path:
-    """A local lm-eval task (YAML + JSONL) of n held-out addition problems; returns the YAML path.
-
-    Exact match on the text before the first newline, as `arith.is_correct` scores it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = directory / "arith-test.jsonl"
-    _write_whole(data, "".join(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n"
-                               for p in arith.problems("test", n)))
-    task = {
-        "task": ARITH,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "generate_until",
-        "doc_to_text": "{{prompt}}",
-        "doc_to_target": "{{answer}}",
-        "target_delimiter": "",
-        "generation_kwargs": {"until": [arith.STOP], "do_sample": False, "temperature": 0.0, "max_gen_toks": 8},
-        "filter_list": [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}],
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0, "problems": n},
-    }
-    path = directory / f"{ARITH}.yaml"  # as task_path names it
-    _write_whole(path, yaml.safe_dump(task, sort_keys=False))
-    return path
-
-
-def write_gsm8k_task(directory: Path) -> Path:
+def write_gsm8k_task(path: Path) -> Path:
     """lm-eval's gsm8k, with the prompt InferenceX uses (it asks for the `#### N` line the strict filter
     reads) and stops on the DeepSeek end-of-turn tokens too. Data: the hub's openai/gsm8k (on GPUs only)."""
     import lm_eval
 
-    directory.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     base = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
     task = {
         "include": str(base),
@@ -96,23 +57,56 @@ def write_gsm8k_task(directory: Path) -> Path:
                                                      "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
                                                     {"function": "take_first"}]}],
     }
-    path = directory / f"{GSM8K}.yaml"  # as task_path names it
     _write_whole(path, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return path
 
 
-def task_path(spec: AccuracySpec, directory: Path) -> Path | None:
-    """Where write_task puts the task file (None: a task of lm-eval's own registry)."""
-    return directory / f"{spec.task}.yaml" if spec.task in (ARITH, GSM8K) else None
+# Greedy parity prompts for real models: fixed, varied, short; long enough answers to diverge.
+TEXT_PROMPTS = (
+    "The capital of France is", "Water boils at a temperature of", "def fibonacci(n):\n",
+    "The three primary colors are", "In 1969, the first humans to walk on the Moon were",
+    "Translate to German: 'Good morning, how are you?'\n", "A prime number is",
+    "The derivative of x^2 with respect to x is", "List three uses of a paperclip:\n1.",
+    "Photosynthesis converts", "SELECT name FROM users WHERE", "The speed of light in vacuum is about",
+    "Once upon a time, in a small village,", "The largest planet in the solar system is",
+    "To sort a list in Python, you can", "Question: What is 17 times 23?\nAnswer:",
+)
 
 
-def write_task(spec: AccuracySpec, directory: Path) -> Path | None:
-    """The task file to --include, or None for a task of lm-eval's own registry."""
-    if spec.task == ARITH:
-        return write_arith_task(directory, spec.samples or 200)
-    if spec.task == GSM8K:
-        return write_gsm8k_task(directory)
-    return None
+@dataclass(frozen=True)
+class Task:
+    """A model's accuracy task: its spec, and the builder that writes it when the model brings its own."""
+
+    spec: AccuracySpec
+    builder: ModelBuilder | None = None
+
+    @property
+    def own(self) -> bool:
+        """Written by the model's builder (sized by `samples`, no --limit)."""
+        return self.builder is not None and self.spec.task in self.builder.TASKS
+
+    def path(self, directory: Path) -> Path | None:
+        """Where write() puts the task file (None: a task of lm-eval's own registry)."""
+        return directory / f"{self.spec.task}.yaml" if self.own or self.spec.task == GSM8K else None
+
+    def write(self, directory: Path) -> Path | None:
+        """The task file to --include, or None for a task of lm-eval's own registry."""
+        path = self.path(directory)
+        if path is None:
+            return None
+        if self.builder is not None and self.own:
+            return self.builder.write_task(self.spec.task, path, self.spec.samples)
+        return write_gsm8k_task(path)
+
+    def parity_prompts(self) -> list[str]:
+        """The fixed greedy prompt set: the builder's (its own task's kind of prompt), else a text list."""
+        if self.builder is not None and self.own:
+            return self.builder.parity_prompts(self.spec.parity_prompts)
+        return list(TEXT_PROMPTS[: self.spec.parity_prompts])
+
+    def argv(self, base_url: str, served_name: str, output: Path, cache: Path, task_file: Path | None) -> list[str]:
+        return lm_eval_argv(self.spec, base_url, served_name, output, cache, task_file,
+                            limit=None if self.own else self.spec.samples)
 
 
 def task_hash(spec: AccuracySpec, task_file: Path | None) -> str:
@@ -129,7 +123,7 @@ def task_hash(spec: AccuracySpec, task_file: Path | None) -> str:
 
 
 def lm_eval_argv(spec: AccuracySpec, base_url: str, served_name: str, output: Path, cache: Path,
-                 task_file: Path | None) -> list[str]:
+                 task_file: Path | None, limit: int | None = None) -> list[str]:
     """`lm_eval run` arguments (after `python -m lm_eval`), greedy, per-sample logs kept, resumable:
     `--use_cache` keeps every answered request in SQLite, so a rerun after an interruption asks only
     for the rest. InferenceX's own run: local-chat-completions --apply_chat_template, 5-shot,
@@ -149,6 +143,6 @@ def lm_eval_argv(spec: AccuracySpec, base_url: str, served_name: str, output: Pa
         argv += ["--include_path", str(task_file.parent)]
     if spec.num_fewshot:
         argv += ["--num_fewshot", str(spec.num_fewshot)]
-    if spec.samples is not None and spec.task != ARITH:
-        argv += ["--limit", str(spec.samples)]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
     return argv

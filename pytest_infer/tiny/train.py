@@ -1,4 +1,4 @@
-"""Train the tiny GLM-4.5-style model (pytest_infer.tinymodel) on 3-digit addition, then its MTP layer.
+"""Train the tiny GLM-4.5-style model (pytest_infer.tiny.model) on 3-digit addition, then its MTP layer.
 
 The torch modules below compute what vLLM 0.32 computes when it serves the checkpoint (read from
 ``vllm/model_executor/models/glm4_moe.py``, ``glm4_moe_mtp.py`` and the v1 spec-decode proposer):
@@ -21,12 +21,12 @@ and trains the MTP layer to predict the main model's own greedy token two steps 
 continuations of arithmetic prompts and of random-token prompts shaped like ``vllm bench serve``'s
 random dataset (runs of consecutive token ids), so acceptance holds in the throughput suite too.
 
-Run ``python -m pytest_infer.tinytrain OUT.safetensors``. Deterministic: fixed seeds, one thread,
+Run ``python -m pytest_infer.tiny.train OUT.safetensors``. Deterministic: fixed seeds, one thread,
 ``torch.use_deterministic_algorithms(True)``.
 
 Measured 2026-11-23 on the 2-core dev machine (the shipped weights, sha256 37434153...):
 training wall time 437 s (3400 main steps, 2000 MTP steps of 48; final main loss 0.014, MTP loss
-0.58). Through vLLM 0.32 CPU (bf16, ``python -m pytest_infer.tinyeval``): exact match 0.994 on 500
+0.58). Through vLLM 0.32 CPU (bf16, ``python -m pytest_infer.tiny.evaluate``): exact match 0.994 on 500
 test problems (torch: 0.996, fp32 and the bf16 checkpoint); with MTP (1 token) the same 500 outputs,
 identical to greedy, and acceptance 0.864 on them; ``vllm bench serve`` random prompts (64, input
 128, output 64, ignore_eos) 0.861 at ``--temperature 0`` and 0.015 at the suite's default (the
@@ -57,7 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pytest_infer import arith, tinymodel
+from pytest_infer.tiny import arith
+from pytest_infer.tiny import model as tinymodel
 
 THREADS = 1  # fixed: the reduction order (hence the bits) may depend on the thread count
 SEED = 20261123

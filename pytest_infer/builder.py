@@ -1,0 +1,24 @@
+"""Models the repo makes itself (models.yaml `builder:`, a module path): the module builds the model's
+directory locally and may bring the lm-eval tasks it is scored on, so the product names no model's task."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol, cast
+
+
+class ModelBuilder(Protocol):
+    TASKS: tuple[str, ...]  # lm-eval tasks the builder writes itself (models.yaml accuracy.task)
+
+    def build(self, out_dir: Path) -> Path: ...  # idempotent: a built directory is kept
+
+    def fingerprint(self, model_dir: Path) -> str: ...  # what identifies the weights (measurement keys)
+
+    def write_task(self, task: str, path: Path, samples: int | None) -> Path: ...  # the task YAML at `path`
+
+    def parity_prompts(self, n: int) -> list[str]: ...  # fixed greedy prompts for output agreement
+
+
+def load_builder(module: str) -> ModelBuilder:
+    return cast(ModelBuilder, importlib.import_module(module))

@@ -1,0 +1,35 @@
+"""The suites: one class each (suite/base.py says what a suite owns), registered here by name. Adding a
+suite is its module, a line here, and its tests under suites/<name>/. Nothing is imported until used, so
+`pytest --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_infer.suite.base import Suite
+
+REGISTRY = {
+    "composability": "pytest_infer.suite.composability:Composability",
+    "conformance": "pytest_infer.suite.conformance:Conformance",
+    "regression": "pytest_infer.suite.regression:Regression",
+    "smoke": "pytest_infer.suite.smoke:Smoke",
+}
+DEFAULT = "composability"
+
+
+def suite_class(name: str) -> type[Suite]:
+    module, cls = REGISTRY[name].split(":")
+    got: type[Suite] = getattr(importlib.import_module(module), cls)
+    return got
+
+
+def tests_of(name: str) -> Path | None:
+    """The suite's test files: suites/<name>/ of a checkout, or the copy inside the wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "suites" / name, here.parent / "suites" / name):
+        if candidate.is_dir():
+            return candidate
+    return None

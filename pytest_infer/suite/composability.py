@@ -1,0 +1,80 @@
+"""Composability: does each stack beat the best of its parts at matched interactivity?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_infer.analysis.checks import Verdict, acceptance_collapse, composability
+from pytest_infer.analysis.curve import Sweeps
+from pytest_infer.measure.runner import MeasurementFailed, failure_of
+from pytest_infer.report import markdown
+from pytest_infer.report.rows import Row
+from pytest_infer.space import Stack
+from pytest_infer.store.records import Measurement
+from pytest_infer.suite.base import Result, Suite, acceptance, measured_row, outcome_of, with_verdict
+
+
+def sweeps(m: Measurement, name: str) -> Sweeps:
+    return Sweeps.from_records(name, (lv.model_dump() for lv in m.levels))
+
+
+class Composability(Suite):
+    name = "composability"
+
+    def check(self, stack: Stack) -> Result:
+        verdict, m = self.verdict(stack)
+        if m.warnings:  # e.g. replayed levels where requests failed: the numbers may flatter the stack
+            verdict.message += "\nwarnings: " + "; ".join(m.warnings)
+        return Result(outcome_of(verdict), verdict.message, with_verdict(measured_row(stack, m), verdict))
+
+    def verdict(self, stack: Stack) -> tuple[Verdict, Measurement]:
+        """The stack against the best of its measurable parts at matched interactivity."""
+        stats = self.run.stats()
+        self.selection.fail_fast_on_broken_part(stack, failure_of(self.lab.measure))
+        m = self.lab.measure(stack)
+        if not stack.opts:
+            return Verdict(stack.id, "composability", "pass", stats.tolerance,
+                           f"reference measured: {len(m.levels)} level(s) over {len(m.sweeps())} repeat(s)"), m
+        parts, notes, measured = [], [], {}
+        for part in stack.parts():
+            if self.selection.unsupported(part):
+                continue
+            try:
+                measured[part.label] = pm = self.lab.measure(part)
+                parts.append(sweeps(pm, part.label))
+            except MeasurementFailed as exc:
+                notes.append(f"part {part.label} could not be measured: {str(exc).splitlines()[0]}")
+        verdict = composability(sweeps(m, stack.label), parts, stats)
+        verdict.stack = stack.id
+        collapse = self._mtp_collapse(stack, m, measured.get("mtp"))
+        if collapse:
+            verdict.verdict = "fail"
+            verdict.message = f"{collapse}; throughput: {verdict.message}"
+        if notes:
+            verdict.message += "\n" + "\n".join(notes)
+        return verdict, m
+
+    def _mtp_collapse(self, stack: Stack, m: Measurement, mtp: Measurement | None) -> str | None:
+        """MTP's acceptance rate in the stack against MTP alone, from the scraped engine metrics."""
+        if "mtp" not in stack.opts or stack.opts == ("mtp",) or mtp is None:
+            return None
+        rate, alone = acceptance(m), acceptance(mtp)
+        if rate is None or alone is None:
+            return None
+        return acceptance_collapse(stack.id, rate, alone, self.run.matrix.thresholds.mtp_acceptance_collapse)
+
+    def report(self, rows: list[Row]) -> Path:
+        from pytest_infer.report.plots import write_plots
+
+        run, st = self.run, self.run.stats()
+        plots = write_plots(rows, self.selection.stacks, run.engines, run.gpu,
+                            lambda engine: run.paths.plot(self.name, engine))
+        intro = (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
+                 f"(tok/s/user = 1000 / median TPOT), per-GPU throughput, {run.workload.repeats} "
+                 f"repeat(s) per level: pass when the {st.confidence:.0%} interval on the ratio is at or above "
+                 f"{1 - st.tolerance:.2f}, fail when it is all below, otherwise inconclusive"
+                 + (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
+                    f"calibration)" if st.session_noise else "") + ".\n\n")
+        text = (markdown.header("Composability", run) + intro + markdown.throughput_table(rows, "best part")
+                + markdown.levels_table(rows) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
+        return markdown.write(run.paths.matrix(self.name), text)
