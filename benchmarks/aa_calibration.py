@@ -28,11 +28,11 @@ from pytest_infer.launch.local import LocalLauncher
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.measure.load import BenchClient, Target, bench_argv, run_level
 from pytest_infer.measure.metrics import Scraper
-from pytest_infer.store.records import Level
 from pytest_infer.measure.runner import Runner
 from pytest_infer.paths import RunPaths
-from pytest_infer.store.store import Store
 from pytest_infer.space import Stack
+from pytest_infer.store.records import Level
+from pytest_infer.store.store import Store
 from pytest_infer.tiny.model import build_tiny_model, model_fingerprint
 
 
@@ -128,7 +128,8 @@ def verdict(done: dict[str, list[dict[str, object]]], i: int, stats: Stats) -> t
     a, b = _pair(done, i)
     v = composability(b, [a], stats)
     w = v.worst
-    return v.verdict, f"{v.verdict:12s} worst {w.interval if w else '-'} at {w.interactivity if w else 0:.1f} tok/s/user"
+    return v.verdict, (f"{v.verdict:12s} worst {w.interval if w else '-'} "
+                       f"at {w.interactivity if w else 0:.1f} tok/s/user")
 
 
 def verdict_line(done: dict[str, list[dict[str, object]]], i: int, matrix: Matrix) -> str:
@@ -161,7 +162,8 @@ def session_noise(done: dict[str, list[dict[str, object]]], pairs: list[int]) ->
 def count_on(done: dict[str, list[dict[str, object]]], ids: list[int], stats: Stats) -> str:
     got = [verdict(done, i, stats)[0] for i in ids]
     n = {k: got.count(k) for k in ("pass", "inconclusive", "fail")}
-    return f"{n['pass']} pass, {n['inconclusive']} inconclusive, {n['fail']} fail (false alarms {n['fail'] / len(ids):.0%})"
+    return (f"{n['pass']} pass, {n['inconclusive']} inconclusive, "
+            f"{n['fail']} fail (false alarms {n['fail'] / len(ids):.0%})")
 
 
 def summarize(done: dict[str, list[dict[str, object]]], matrix: Matrix, pairs: int) -> None:
@@ -193,7 +195,8 @@ def summarize(done: dict[str, list[dict[str, object]]], matrix: Matrix, pairs: i
             r = statistics.correlation([p for p, _ in pts], [y for _, y in pts]) if len(pts) > 2 else float("nan")
             print(f"c={conc}: correlation of log probe time with log throughput {r:+.2f} ({len(pts)} levels)")
         s_norm = session_noise(normalized, ids)
-        print(f"probe-normalized: session noise {s_norm:.3f}; with it, {count_on(normalized, ids, stats_for(matrix, None, s_norm))}")
+        print(f"probe-normalized: session noise {s_norm:.3f}; "
+              f"with it, {count_on(normalized, ids, stats_for(matrix, None, s_norm))}")
         for tol in (0.05, 0.10, 0.20, 0.30):
             print(f"  probe-normalized, tolerance {tol:.2f}, no session noise: "
                   f"{count_on(normalized, ids, stats_for(matrix, tol, 0.0))}")

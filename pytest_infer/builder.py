@@ -20,5 +20,23 @@ class ModelBuilder(Protocol):
     def parity_prompts(self, n: int) -> list[str]: ...  # fixed greedy prompts for output agreement
 
 
+class BuilderError(ValueError):
+    """The module named as a builder cannot be imported or lacks what a builder provides."""
+
+
+# Builders that moved: matrices written before the move keep naming the old module.
+MOVED = {"pytest_infer.tinymodel": "pytest_infer.tiny"}
+
+
 def load_builder(module: str) -> ModelBuilder:
-    return cast(ModelBuilder, importlib.import_module(module))
+    module = MOVED.get(module, module)
+    try:
+        got = importlib.import_module(module)
+    except ImportError as exc:
+        raise BuilderError(f"cannot import {module!r}: {exc}") from None
+    missing = [name for name in ("TASKS", "build", "fingerprint", "write_task", "parity_prompts")
+               if not hasattr(got, name)]
+    if missing:
+        raise BuilderError(f"{module!r} is not a model builder: it has no {', '.join(missing)} "
+                           "(see pytest_infer.builder.ModelBuilder)")
+    return cast(ModelBuilder, got)

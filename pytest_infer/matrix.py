@@ -68,10 +68,12 @@ class AccuracySpec(BaseModel):
     """How a model's accuracy is measured (models.yaml `accuracy:`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    task: str = Field(description="an lm-eval task: one a model builder writes (the tiny model's arith), gsm8k_infx, or any of lm-eval's own")
+    task: str = Field(description="an lm-eval task: one a model builder writes (the tiny model's arith), "
+                                  "gsm8k_infx, or any of lm-eval's own")
     api: Literal["completions", "chat"] = "chat"  # lm-eval local-completions or local-chat-completions
     num_fewshot: int = Field(0, ge=0)
-    samples: int | None = Field(None, ge=1, description="documents to score (lm-eval --limit); a builder's own task: its size")
+    samples: int | None = Field(None, ge=1,
+                                description="documents to score (lm-eval --limit); a builder's own task: its size")
     max_tokens: int = Field(4096, ge=1)
     concurrency: int = Field(32, ge=1, description="requests in flight (lm-eval num_concurrent)")
     parity_prompts: int = Field(64, ge=1, description="greedy prompts compared with the reference")

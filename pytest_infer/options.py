@@ -10,7 +10,6 @@ name a conftest or another plugin took stays theirs.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,23 +33,23 @@ GROUP = "infer"
 def _declare() -> dict[str, dict[str, Any]]:
     """Every option's argparse keywords by its --infer- name (the legacy spellings reuse them)."""
     return {
-        "--infer-engine": dict(metavar="NAME", action="append", default=[],
-                               help="engine (repeatable); default: every engine the matrix supports on the GPU"),
-        "--infer-model": dict(metavar="NAME", help="model from matrices/models.yaml, or a checkpoint path or id"),
-        "--infer-stack": dict(metavar="EXPR", action="append", default=[],
-                              help="narrow to stacks: a label (fp4+mtp, base) or an expression (mtp and not "
-                                   "disagg); repeatable"),
-        "--infer-report-dir": dict(metavar="DIR", help="where matrices, plots, JUnit and results go (default: "
-                                   "reports/)"),
-        "--infer-results": dict(metavar="DIR", help="replay, no engine: run the checks on a results store, or on "
+        "--infer-engine": {"metavar": "NAME", "action": "append", "default": [],
+                               "help": "engine (repeatable); default: every engine the matrix supports on the GPU"},
+        "--infer-model": {"metavar": "NAME", "help": "model from matrices/models.yaml, or a checkpoint path or id"},
+        "--infer-stack": {"metavar": "EXPR", "action": "append", "default": [],
+                              "help": "narrow to stacks: a label (fp4+mtp, base) or an expression (mtp and not "
+                                   "disagg); repeatable"},
+        "--infer-report-dir": {"metavar": "DIR", "help": "where matrices, plots, JUnit and results go (default: "
+                                   "reports/)"},
+        "--infer-results": {"metavar": "DIR", "help": "replay, no engine: run the checks on a results store, or on "
                                 "InferenceX / vllm bench / SGLang result files under DIR (raw ones need an "
-                                "infer-results.yaml)"),
-        "--infer-baseline-dir": dict(metavar="DIR", help="regression suite: where baselines live (default: "
-                                     "baselines/ in the rootdir)"),
-        "--infer-baseline-update": dict(action="store_true", help="regression suite: measure and (re)write the "
-                                        "baselines instead of comparing"),
-        "--infer-baseline-strict": dict(action="store_true", help="regression suite: a missing baseline or one from "
-                                        "another environment fails (default: skip)"),
+                                "infer-results.yaml)"},
+        "--infer-baseline-dir": {"metavar": "DIR", "help": "regression suite: where baselines live (default: "
+                                     "baselines/ in the rootdir)"},
+        "--infer-baseline-update": {"action": "store_true", "help": "regression suite: measure and (re)write the "
+                                        "baselines instead of comparing"},
+        "--infer-baseline-strict": {"action": "store_true", "help": "regression suite: a missing baseline or one from "
+                                        "another environment fails (default: skip)"},
     }
 
 
@@ -90,7 +89,7 @@ def add_legacy_spellings(parser: pytest.Parser) -> None:
     for new, kwargs in _declare().items():
         old = LEGACY[new]
         if old not in taken:
-            g.addoption(old, dest=_legacy_dest(old), **{**kwargs, "help": argparse.SUPPRESS})
+            g.addoption(old, dest=_legacy_dest(old), **{**kwargs, "help": f"the same as {new}"})
 
 
 def _all_options(parser: pytest.Parser) -> list[Any]:
@@ -137,7 +136,7 @@ class Options:
             old = LEGACY.get(new)
             legacy = getattr(config.option, _legacy_dest(old), None) if old else None
             if isinstance(value, list):
-                return tuple([*value, *(legacy or [])])
+                return (*value, *(legacy or []))
             return value if value not in (None, False) or legacy is None else legacy
 
         def path(new: str) -> Path | None:
@@ -156,7 +155,8 @@ class Options:
             fresh=bool(config.getoption("infer_fresh")), engine_args=config.getoption("infer_engine_args"),
             repeats=config.getoption("infer_repeats"), devices=config.getoption("infer_devices"),
             lease_dir=path("--infer-lease-dir"), launch_timeout_s=float(config.getoption("infer_launch_timeout")),
-            baseline_dir=path("--infer-baseline-dir") or config.rootpath / "baselines", baseline_update=bool(get("--infer-baseline-update")),
+            baseline_dir=path("--infer-baseline-dir") or config.rootpath / "baselines",
+            baseline_update=bool(get("--infer-baseline-update")),
             baseline_strict=bool(get("--infer-baseline-strict")), xdist_worker=workerinput is not None,
             run_id=str(workerinput["testrunuid"]) if workerinput else None, rootpath=config.rootpath)
 

@@ -73,6 +73,14 @@ class Run:
             if e not in supported:
                 raise usage(f"unknown engine {e!r} for {gpu}; valid: {', '.join(supported)}")
         model = options.model or matrix.model_defaults[gpu].model
+        spec = matrix.models.get(model)
+        if spec is not None and spec.builder is not None:
+            from pytest_infer.builder import BuilderError, load_builder
+
+            try:
+                load_builder(spec.builder)
+            except BuilderError as exc:
+                raise usage(f"{matrix.root / 'models.yaml'}: key models.{model}.builder: {exc}") from None
         exprs = list(options.stacks) or (default_stacks(matrix, gpu) if default_stacks else [])
         probe = Stack(gpu, engines[0], tuple(matrix.optimizations))
         for expr in exprs:

@@ -106,10 +106,10 @@ class InferSession:
 
 def _live_log(config: pytest.Config) -> Any:
     """Live progress lines (a sweep takes minutes), past pytest's output capture."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-
     def log(msg: str) -> None:
+        # Looked up when used: the terminal reporter registers after this plugin's (tryfirst) configure.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
         if reporter is None:
             return
         if capture is not None:

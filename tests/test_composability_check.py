@@ -287,10 +287,11 @@ def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels:
     (root / "gpus.yaml").write_text("gpus:\n  cpu: {vendor: cpu, arch: x86-64, memory_gb: null, "
                                     "gpus_per_node: 2, scale_up_domain: 2, fp4: false}\n")
     (root / "optimizations.yaml").write_text("optimizations:\n" + "".join(f"  {o}: {{summary: {o}}}\n" for o in opts))
-    (root / "models.yaml").write_text("models:\n  tiny-glm4moe-mtp:\n    builder: pytest_infer.tinymodel\n"
+    (root / "models.yaml").write_text("models:\n  tiny-glm4moe-mtp:\n    builder: pytest_infer.tiny\n"
                                       "    checkpoints: {fp8: {default: tiny-glm4moe-mtp}}\n"
                                       "defaults:\n  cpu: {model: tiny-glm4moe-mtp, tensor_parallel: 1}\n")
-    (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, concurrency: " + levels + ", "
+    (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 32, output_len: 24, "
+                                         "concurrency: " + levels + ", "
                                          "prompts_per_concurrency: 2, min_prompts: 4, warmups: 0" + workload + "}\n")
     (root / "known_broken.yaml").write_text(known_broken)
     engine = FAKE_ENGINE.format(python=sys.executable, server=FAKES / "openai_server.py")
@@ -387,7 +388,8 @@ def test_known_broken_stack_xfails_with_what_was_seen_and_bigger_stacks_are_not_
     assert "cpu-fake-broken: launching" in out and "cpu-fake-fast+broken: launching" not in out
     md = (reports / "cpu" / "composability.md").read_text()
     rows = _matrix_rows(md)
-    assert "xfail (known broken)" in rows["cpu-fake-broken"] and "https://example.org/issue/1" in rows["cpu-fake-broken"]
+    assert ("xfail (known broken)" in rows["cpu-fake-broken"]
+            and "https://example.org/issue/1" in rows["cpu-fake-broken"])
     assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]  # the root cause from the log
     assert "not launched: its part cpu-fake-broken fails" in rows["cpu-fake-fast+broken"]
 
@@ -450,7 +452,8 @@ def test_interleaved_deployments_are_up_together_and_compared_round_by_round(pyt
     tail = result.stdout.str().split("= pytest-infer =")[-1]  # the plugin's summary, not the FAILURES section
     summary = [ln for ln in tail.splitlines() if ln.startswith("cpu-fake-")]
     assert len(summary) == 4 and any(": FAIL" in ln for ln in summary), summary
-    assert all(any(r in ln for r in ("slower than", "beats every point", "straddles the margin")) for ln in summary if ": PASS" not in ln), summary
+    assert all(any(r in ln for r in ("slower than", "beats every point", "straddles the margin"))
+               for ln in summary if ": PASS" not in ln), summary
     launched = [ln.split()[-1] for ln in (reports / "cpu" / "launches.log").read_text().splitlines()]
     assert sorted(launched) == ["cpu-fake-base", "cpu-fake-fast", "cpu-fake-fast+slow", "cpu-fake-slow"]
     stored = {json.loads(p.read_text())["stack"]: json.loads(p.read_text())

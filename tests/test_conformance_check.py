@@ -98,7 +98,8 @@ def test_a_lossy_stack_fails_parity_and_agreement_with_its_numbers(pytester: pyt
     mtp = props["test_conformance[cpu-fake-mtp]"]
     assert mtp["parity_vs_base"] == "pass" and mtp["output_agreement_value"] == "1.0"
     # Acceptance over lm-eval's task only: the greedy prompts that follow run past the answer, where the
-    # fake accepts 0.1 (as the tiny model's untrained continuation does); pooled with them it read 0.29 (152 of 520 drafts).
+    # fake accepts 0.1 (as the tiny model's untrained continuation does); pooled with them it read 0.29
+    # (152 of 520 drafts).
     assert float(mtp["mtp_acceptance_rate"]) == pytest.approx(0.6)
     assert mtp["floor"] == "pass" and float(mtp["score"]) == 1.0 and mtp["n"] == "200"
     md = (reports / "cpu" / "conformance.md").read_text()
@@ -138,7 +139,8 @@ def test_known_broken_stack_xfails_and_bigger_stacks_are_not_launched(pytester: 
     md = (pytester.path / "r" / "cpu" / "conformance.md").read_text()
     rows = {ln.split("|")[1].strip(" `"): ln for ln in md.splitlines() if ln.startswith("| `")}
     assert "NotImplementedError: fake all_gatherv" in rows["cpu-fake-broken"]
-    assert "not launched: its part cpu-fake-broken fails under the same known-broken entry" in rows["cpu-fake-mtp+broken"]
+    assert ("not launched: its part cpu-fake-broken fails under the same known-broken entry"
+            in rows["cpu-fake-mtp+broken"])
     # Failed on one request before lm-eval, which would have retried each of its 200 with backoff.
     stored = json.loads(next((pytester.path / "r" / "cpu" / "results" / "accuracy").glob("cpu-fake-broken-*.json"))
                         .read_text())

@@ -2,7 +2,8 @@
 parity and greedy agreement of MTP against base, and a damaged copy of the weights caught.
 
 The shipped model is trained (exact match 0.99 through vLLM), so base must clear its floor and the
-damaged copy must fail accuracy parity as well as greedy agreement. Slow: three server starts (30-60 s each on two cores) and three lm-eval runs."""
+damaged copy must fail accuracy parity as well as greedy agreement.
+Slow: three server starts (30-60 s each on two cores) and three lm-eval runs."""
 
 from __future__ import annotations
 

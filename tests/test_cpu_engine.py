@@ -69,7 +69,7 @@ def test_ctrl_c_mid_run_leaves_no_engine_process(tmp_path: Path) -> None:
         stdout=(tmp_path / "out.txt").open("wb"), stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
         env={**os.environ, "PYTEST_INFER_TEST_MARKER": marker},
         # As a user's terminal would (a shell's background job starts with SIGINT ignored).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 -- no threads here
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = reports / "cpu" / "runs" / "cpu-vllm-mtp" / "logs" / "server.log"
     deadline = time.monotonic() + 600
     # Wait until the engine is really up (its worker processes exist), then interrupt as a user would.

@@ -185,7 +185,7 @@ def test_interrupt_mid_wait_leaves_no_process(fake: Path, tmp_path: Path, sig: s
     # SIGINT (no KeyboardInterrupt): give the child the disposition a user's terminal would.
     child = subprocess.Popen([sys.executable, str(script), str(fake), marker, str(tmp_path / "logs")],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             cwd=Path(__file__).resolve().parents[1], preexec_fn=_default_sigint)  # noqa: PLW1509
+                             cwd=Path(__file__).resolve().parents[1], preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 30
         while len(marked(marker)) < 6:  # three fake servers and their grandchildren are up

@@ -18,7 +18,8 @@ def test_device_lists_parse_and_bad_ones_say_why() -> None:
     assert parse_devices("0,1, 3", "x") == ("0", "1", "3")
     assert parse_devices("0-3", "x") == ("0", "1", "2", "3")
     assert parse_devices("GPU-6f3e1a2b", "x") == ("GPU-6f3e1a2b",)
-    for bad, why in (("0,0", "listed twice"), ("3-1", "runs backwards"), ("a b", "not a device id"), (",", "no device")):
+    for bad, why in (("0,0", "listed twice"), ("3-1", "runs backwards"), ("a b", "not a device id"),
+                     (",", "no device")):
         with pytest.raises(LeaseError, match=why):
             parse_devices(bad, "--infer-devices")
 
@@ -77,8 +78,8 @@ def test_leased_devices_reach_the_roles_but_not_the_key(tmp_path: Path, monkeypa
     from pytest_infer.matrix import Matrix, default_root
     from pytest_infer.measure.runner import Runner
     from pytest_infer.paths import RunPaths
-    from pytest_infer.store.store import Store
     from pytest_infer.space import Stack
+    from pytest_infer.store.store import Store
 
     matrix = Matrix(default_root())
     runner = Runner(matrix=matrix, store=Store(tmp_path / "s"), paths=RunPaths(tmp_path, "cpu"),
@@ -105,8 +106,8 @@ def test_engine_args_change_the_key_and_reach_serving_roles_only(tmp_path: Path)
     from pytest_infer.matrix import Matrix, default_root
     from pytest_infer.measure.runner import Runner
     from pytest_infer.paths import RunPaths
-    from pytest_infer.store.store import Store
     from pytest_infer.space import Stack
+    from pytest_infer.store.store import Store
 
     matrix = Matrix(default_root())
 

@@ -24,9 +24,9 @@ from pytest_infer.replay.replay import (
     opts_of,
     variant_of,
 )
+from pytest_infer.space import Stack
 from pytest_infer.store.records import Level, Measurement
 from pytest_infer.store.store import Store
-from pytest_infer.space import Stack
 
 pytest_plugins = ["pytester"]
 
@@ -127,7 +127,7 @@ def test_classify_groups_by_stack_and_variant(tmp_path: Path) -> None:
     matrix = Matrix(_kv_matrices(tmp_path / "m"))
     res = _copy(tmp_path / "res", OFFLOAD, SINGLE)
     # The raw failed-run file of single-node/ has no manifest: a one-line error naming its folder.
-    with pytest.raises(ReplayError, match="single-node: raw benchmark results .* add infer-results.yaml to it"):
+    with pytest.raises(ReplayError, match=r"single-node: raw benchmark results .* add infer-results.yaml to it"):
         classify(res, matrix, "b200", ["vllm"])
     (res / "single-node" / "failed-run_minimaxm2.5_8k1k_conc64.json").unlink()
     groups = classify(res, matrix, "b200", ["vllm"])  # mi355x files are left out

@@ -100,7 +100,7 @@ def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fakes]:
     tmp = tmp_path_factory.mktemp("router")
     (tmp / "fake_backend.py").write_text(FAKE_BACKEND)
     names = ["prefill0", "prefill1", "decode0", "router"]
-    ports = dict(zip(names, free_ports(len(names))))
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
 
     def backend(name: str) -> Role:
         kind: RoleKind = "prefill" if name.startswith("prefill") else "decode"

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("transformers")
 
-from pytest_infer.tiny import train as tinytrain
+from pytest_infer.tiny import train as tinytrain  # noqa: E402 - only once torch is known to be there
 
 
 def test_shipped_weights_match_the_recorded_checksum() -> None:
@@ -36,7 +36,7 @@ def test_tampered_weights_fail_the_build_with_one_line(tmp_path: Path, monkeypat
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "m").exists()
     monkeypatch.setattr(tinymodel, "WEIGHTS", tmp_path / "missing.safetensors")
-    with pytest.raises(tinymodel.WeightsMismatch, match="missing.safetensors: cannot read"):
+    with pytest.raises(tinymodel.WeightsMismatch, match=r"missing\.safetensors: cannot read"):
         tinymodel.verify_weights(tinymodel.WEIGHTS)
 
 
@@ -47,7 +47,8 @@ def test_shipped_weights_have_the_layout_vllm_loads() -> None:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 -- not a dict
         n = tinymodel.MODEL_SPEC["num_hidden_layers"]
         # vLLM shares the target's embedding and head with the MTP draft: the copies must be equal.
-        assert torch.equal(f.get_tensor(f"model.layers.{n}.embed_tokens.weight"), f.get_tensor("model.embed_tokens.weight"))
+        assert torch.equal(f.get_tensor(f"model.layers.{n}.embed_tokens.weight"),
+                           f.get_tensor("model.embed_tokens.weight"))
         assert torch.equal(f.get_tensor(f"model.layers.{n}.shared_head.head.weight"), f.get_tensor("lm_head.weight"))
         assert f.get_tensor("lm_head.weight").dtype == torch.bfloat16
     assert shapes == tinymodel._weight_shapes()
@@ -70,7 +71,7 @@ def test_shipped_model_is_wrong_on_another_task(trained: tinytrain.TinyGlm) -> N
     ids = torch.tensor([tinytrain.encode(f"{p.a}-{p.b}=") for p in probs if len(str(p.a)) + len(str(p.b)) == 6])
     out = tinytrain.greedy(trained, ids, 5)
     right = [tinytrain.decode(row[ids.shape[1]:]).split("\n")[0] == str(p.a - p.b)
-             for p, row in zip([p for p in probs if len(str(p.a)) + len(str(p.b)) == 6], out.tolist())]
+             for p, row in zip([p for p in probs if len(str(p.a)) + len(str(p.b)) == 6], out.tolist(), strict=True)]
     assert sum(right) < len(right) / 2
 
 

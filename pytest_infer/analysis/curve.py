@@ -65,7 +65,8 @@ class Sweeps:
     """One deployment measured `len(repeats)` times: a curve per repeat, and their mean curve.
 
     A deployment is *saturated* when its highest concurrency buys no more throughput (under 10% per
-    doubling of concurrency over the best lower level: a batch cap, a bottleneck). Its frontier then extends flat to lower interactivity:
+    doubling of concurrency over the best lower level: a batch cap, a bottleneck).
+    Its frontier then extends flat to lower interactivity:
     its best point already serves any lower interactivity, and more load would not raise throughput.
     That is attainment, not extrapolation; an unsaturated sweep is never extended.
     """

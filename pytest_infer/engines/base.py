@@ -176,7 +176,8 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
         vendor = kind.vendor
         host = placement.hosts(0)
         values = {"host": host, "port": str(placement.ports(router_name))}
-        argv = [substitute(a, values, f"{where} router") for a in engine.router.by_vendor.get(vendor, engine.router.argv)]
+        argv = [substitute(a, values, f"{where} router")
+                for a in engine.router.by_vendor.get(vendor, engine.router.argv)]
         for r in roles:
             if r.port is not None:
                 argv += [f"--{r.kind}", r.url]

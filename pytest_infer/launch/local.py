@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shlex
@@ -26,7 +27,7 @@ from filelock import FileLock
 from pytest_infer.deployment import Deployment, Role
 
 if TYPE_CHECKING:
-    from typing_extensions import Self  # typing.Self needs Python 3.11
+    from typing import Self  # typing.Self needs Python 3.11
 
 __all__ = ["LaunchError", "LocalLauncher", "free_ports", "resolve_argv"]
 
@@ -59,7 +60,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             if port not in _handed_out and port not in reserved:
                 ports.append(port)
         _handed_out.update(ports)
-        reserved.update({p: now + PORT_RESERVATION_TTL for p in ports})
+        reserved.update(dict.fromkeys(ports, now + PORT_RESERVATION_TTL))
         tmp = _RESERVATION_FILE.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({str(p): t for p, t in reserved.items()}))
         tmp.replace(_RESERVATION_FILE)
@@ -187,10 +188,8 @@ class LocalLauncher:
             # Always, even on a second Ctrl-C during the grace period: kills stragglers and late children.
             self._signal_all(signal.SIGKILL)
             for proc in self.procs.values():
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)  # reap only now: until then the zombie leader pins its group id
-                except subprocess.TimeoutExpired:
-                    pass
             for log in self._logs:
                 log.close()
             self._logs.clear()
@@ -201,15 +200,11 @@ class LocalLauncher:
             proc = self.procs[name]
             self._remember_children(name)
             for p in self._seen[name].values():
-                try:
+                with contextlib.suppress(psutil.Error):
                     p.send_signal(sig)  # psutil checks the create time, so a reused pid is never hit
-                except psutil.Error:
-                    pass
             if proc.returncode is None:  # not reaped yet, so the group id cannot belong to anyone else
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, sig)  # the leader, and children born after the last snapshot
-                except (ProcessLookupError, PermissionError):
-                    pass
 
     def _any_alive(self) -> bool:
         if any(_exit_code(proc) is None for proc in self.procs.values()):

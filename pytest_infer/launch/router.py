@@ -99,7 +99,7 @@ async def _status(session: aiohttp.ClientSession, url: str) -> int:
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
             return resp.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return 0
 
 
@@ -108,7 +108,7 @@ async def health(request: web.Request) -> web.Response:
     urls = backends.prefill + backends.decode
     codes = await asyncio.gather(*(_status(request.app[SESSION], u + "/health") for u in urls))
     ok = all(c == 200 for c in codes)
-    return web.json_response(dict(zip(urls, codes)), status=200 if ok else 503)
+    return web.json_response(dict(zip(urls, codes, strict=True)), status=200 if ok else 503)
 
 
 async def models(request: web.Request) -> web.Response:

@@ -35,7 +35,7 @@ def main() -> None:
             parser = FlexibleArgumentParser(prog="vllm bench serve")  # type: ignore[no-untyped-call]
             add_cli_args(parser)
             bench(parser.parse_args(request["argv"]))
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 -- a process boundary: every error becomes an answer
+        except (Exception, SystemExit) as exc:
             traceback.print_exc()
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         finally:

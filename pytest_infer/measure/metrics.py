@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from typing import Self
 
 import httpx
-from typing_extensions import Self
 
 # metric sample name -> our key; counters are differenced over the level.
 COUNTERS = {

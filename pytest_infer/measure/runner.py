@@ -20,11 +20,11 @@ from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
 from pytest_infer.matrix import Matrix
-from pytest_infer.paths import RunPaths
 from pytest_infer.measure.load import BenchClient, LoadError, Target, num_prompts, run_level
+from pytest_infer.paths import RunPaths
+from pytest_infer.space import Stack
 from pytest_infer.store.records import Level, Measurement, ResultError
 from pytest_infer.store.store import Store
-from pytest_infer.space import Stack
 
 if TYPE_CHECKING:
     from pytest_infer.launch.leases import DevicePool

@@ -117,7 +117,8 @@ def pooled(stack: Stack, rows: list[tuple[str, EvalRow]]) -> AccuracyResult:
     se = math.sqrt(sum(r.score_se ** 2 for _, r in rows) / len(rows))
     first = rows[0][1]
     runs = ", ".join(f"tp{r.tp}/ep{r.ep}/c{r.conc}: {r.score:.4f}" for _, r in rows)
-    note = f"mean of {len(rows)} runs ({runs})" if len(rows) > 1 else f"one run (tp{first.tp}/ep{first.ep}/c{first.conc})"
+    note = (f"mean of {len(rows)} runs ({runs})" if len(rows) > 1
+            else f"one run (tp{first.tp}/ep{first.ep}/c{first.conc})")
     return AccuracyResult(
         key="", stack=stack.id, engine=stack.engine, engine_version="unknown", gpu=stack.gpu, model=first.model,
         task=first.task, status="ok", score=sum(scores) / len(scores), stderr=se, n=min(r.n_eff for _, r in rows),

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pytest_infer.matrix import Matrix
 from pytest_infer.replay.ingest import Ingested, detect_format, ingest_record, read_records
+from pytest_infer.space import Stack, parse_label
 from pytest_infer.store.records import Level, Measurement, ResultError
 from pytest_infer.store.store import Store
-from pytest_infer.space import Stack, parse_label
 
 MANIFEST = "infer-results.yaml"
 _VARIANT = re.compile(r"^[A-Za-z0-9._-]*$")

@@ -83,7 +83,8 @@ def levels_table(rows: list[Row]) -> str:
                         f"{max(steal):.1f}%" if steal else ""])
     if not out:
         return ""
-    return "\n## Levels\n\nMeans over repeats; engine metrics scraped from every role during each level.\n\n" + tabulate(
+    return ("\n## Levels\n\nMeans over repeats; engine metrics scraped from every role "
+            "during each level.\n\n") + tabulate(
         out, tablefmt="github", headers=["stack", "concurrency", "repeats", "tok/s/user", "tok/s/GPU (± sd)",
                                          "output tok/s per decode GPU", "MTP acceptance", "KV cache max",
                                          "preemptions", "host CPU steal (max)"]) + "\n"

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from pytest_infer.accuracy.lmeval import GSM8K, Task
+from pytest_infer.accuracy.runner import AccuracyResult, AccuracyRunner, AccuracyStore
 from pytest_infer.analysis.parity import (
     ParityVerdict,
     agreement,
@@ -22,8 +24,6 @@ from pytest_infer.analysis.parity import (
     paired_difference,
     unpaired_difference,
 )
-from pytest_infer.accuracy.lmeval import GSM8K, Task
-from pytest_infer.accuracy.runner import AccuracyResult, AccuracyRunner, AccuracyStore
 from pytest_infer.matrix import AccuracySpec, Matrix
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report.rows import CheckRow, Row, StackRow
@@ -86,7 +86,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Literal["pass", "fail", "inconclusive"]:
         kinds = {c.verdict for c in self.checks}
         return "fail" if "fail" in kinds else "inconclusive" if "inconclusive" in kinds else "pass"
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from pytest_infer.tiny import arith
 from pytest_infer.deployment import Deployment, Role
 from pytest_infer.launch.local import LocalLauncher, free_ports
 from pytest_infer.measure.metrics import parse
+from pytest_infer.tiny import arith
 
 SERVED = "tiny"
 MTP_CONFIG = '{"method":"mtp","num_speculative_tokens":1}'
@@ -84,7 +84,7 @@ def arithmetic(server: Server, n: int) -> dict[str, Any]:
     before = server.metrics()
     texts = server.complete([p.prompt for p in problems])
     acc, drafted = acceptance(before, server.metrics())
-    correct = sum(arith.is_correct(p, t) for p, t in zip(problems, texts))
+    correct = sum(arith.is_correct(p, t) for p, t in zip(problems, texts, strict=True))
     return {"problems": n, "exact_match": correct / n, "accepted": acc, "drafted": drafted,
             "acceptance": acc / drafted if drafted else None, "texts": texts}
 
@@ -129,7 +129,8 @@ def bench_random(server: Server, prompts: int, log_dir: Path, temperature: float
         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=900)
     acc, drafted = acceptance(before, server.metrics())
     result = json.loads((log_dir / "bench.json").read_text())
-    return {"prompts": prompts, "temperature": temperature, "completed": result.get("completed"), "accepted": acc, "drafted": drafted,
+    return {"prompts": prompts, "temperature": temperature, "completed": result.get("completed"),
+            "accepted": acc, "drafted": drafted,
             "acceptance": acc / drafted if drafted else None,
             "output_throughput": result.get("output_throughput")}
 

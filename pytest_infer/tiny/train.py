@@ -392,7 +392,8 @@ def _lr(step: int, total: int, peak: float) -> float:
 
 def train_main(model: TinyGlm, cfg: TrainConfig, log: bool = True) -> float:
     gen = torch.Generator().manual_seed(SEED)
-    main_params = [p for n, p in model.named_parameters() if not n.startswith(f"model.layers.{_cfg('num_hidden_layers')}.")]
+    main_params = [p for n, p in model.named_parameters()
+                   if not n.startswith(f"model.layers.{_cfg('num_hidden_layers')}.")]
     opt = torch.optim.AdamW(main_params, lr=cfg.main_lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     loss_val = float("nan")
     ema: float | None = None
@@ -487,7 +488,7 @@ def exact_match(model: TinyGlm, n: int = 500) -> float:
         by_len.setdefault(len(p.prompt), []).append(p)
     for _, ps in sorted(by_len.items()):
         out = greedy(model, torch.tensor([encode(p.prompt) for p in ps]), 5)
-        for p, row in zip(ps, out.tolist()):
+        for p, row in zip(ps, out.tolist(), strict=True):
             good += arith.is_correct(p, decode(row[len(p.prompt) :]))
     return good / n
 
