@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pytest_infer.builder import load_builder
+from pytest_infer.launch.gpus import device_fingerprint, visible_devices
+from pytest_infer.launch.leases import DevicePool, LeaseError, default_lock_dir, device_pool
 from pytest_infer.measure.runner import Runner
 from pytest_infer.run import Run, usage
 from pytest_infer.selection import Selection
@@ -34,8 +37,6 @@ class Lab:
         spec = self.run.matrix.models.get(self.run.model)
         if spec is None or spec.builder is None:
             return None
-        from pytest_infer.builder import load_builder
-
         return load_builder(spec.builder)
 
     def local_models(self) -> tuple[dict[str, str], str]:
@@ -55,8 +56,6 @@ class Lab:
     def runner(self, engine: str) -> Runner:
         if engine in self._runners:
             return self._runners[engine]
-        from pytest_infer.launch.gpus import device_fingerprint
-
         run, opts = self.run, self.run.options
         replayed = self.selection.replayed is not None
         root = run.paths.replayed if replayed else opts.results if opts.results else run.paths.results
@@ -72,9 +71,6 @@ class Lab:
         return runner
 
     def device_pool(self) -> DevicePool:
-        from pytest_infer.launch.gpus import visible_devices
-        from pytest_infer.launch.leases import DevicePool, LeaseError, default_lock_dir, device_pool
-
         vendor, opts = self.run.vendor, self.run.options
         try:
             ids, _ = device_pool(vendor, opts.devices, 0 if vendor == "cpu" else visible_devices(vendor)[0])

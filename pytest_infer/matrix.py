@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pytest_infer.analysis.stats import two_sided_z
 from pytest_infer.yamlfile import parse_model
 
 Vendor = Literal["amd", "nvidia", "cpu"]
@@ -292,8 +293,6 @@ class Matrix:
                  f"unknown engine {kb.engine!r}")
         # A run identical to its baseline reads as low as exp(-z * session_noise) at this confidence
         # however many repeats; a regression margin inside that could never pass.
-        from pytest_infer.analysis.stats import two_sided_z
-
         z = two_sided_z(self.thresholds.confidence)
         for gpu, w in self.workloads.items():
             floor, margin = math.exp(-z * w.session_noise), self.margins(gpu)[1]

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_infer.analysis.checks import Stats
+from pytest_infer.builder import BuilderError, load_builder
+from pytest_infer.engines import parse_engine_args
+from pytest_infer.launch.leases import LeaseError, device_pool
 from pytest_infer.matrix import Matrix, MatrixError, Workload, default_root
 from pytest_infer.options import Options
 from pytest_infer.paths import RunPaths
@@ -75,8 +78,6 @@ class Run:
         model = options.model or matrix.model_defaults[gpu].model
         spec = matrix.models.get(model)
         if spec is not None and spec.builder is not None:
-            from pytest_infer.builder import BuilderError, load_builder
-
             try:
                 load_builder(spec.builder)
             except BuilderError as exc:
@@ -90,14 +91,10 @@ class Run:
                 raise usage(f"--stack {expr!r}: {exc}") from None
         extra: dict[str, tuple[str, ...]] = {}
         if options.engine_args:
-            from pytest_infer.engines import parse_engine_args
-
             try:
                 extra = {e: parse_engine_args(options.engine_args, [e]) for e in engines}
             except ValueError as exc:
                 raise usage(str(exc)) from None
-        from pytest_infer.launch.leases import LeaseError, device_pool
-
         try:  # a bad --infer-devices or *_VISIBLE_DEVICES is a usage error before anything runs
             device_pool(matrix.gpus[gpu].vendor, options.devices, 0)
         except LeaseError as exc:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from pytest_infer.matrix import KnownBroken
 from pytest_infer.measure.runner import MeasurementFailed
@@ -17,9 +19,6 @@ from pytest_infer.space import Stack, all_stacks, matches
 def _applies(kb: KnownBroken, version: str | None) -> bool:
     if not kb.versions or version is None:
         return True  # no engine here to ask (a plan, a replay): assume the registry holds
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import Version
-
     return Version(version.split("+")[0]) in SpecifierSet(kb.versions)
 
 

@@ -4,6 +4,7 @@ suite (the check, its report) and the rows (what the reports read)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from typing import Any
@@ -12,11 +13,19 @@ import pytest
 
 from pytest_infer.lab import Lab
 from pytest_infer.options import Options
+from pytest_infer.report.markdown import summary_lines
+from pytest_infer.report.plan import plan_entries, write_plan
 from pytest_infer.report.rows import Rows
 from pytest_infer.run import Run, usage
 from pytest_infer.selection import Selection
-from pytest_infer.suite import DEFAULT, suite_class, tests_of
+from pytest_infer.suite import DEFAULT, REGISTRY, tests_of
 from pytest_infer.suite.base import Suite
+
+
+def suite_class(name: str) -> type[Suite]:
+    module, cls = REGISTRY[name].split(":")
+    got: type[Suite] = getattr(importlib.import_module(module), cls)
+    return got
 
 
 class InferSession:
@@ -69,9 +78,7 @@ class InferSession:
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
         if not self.run.options.plan:
             return None
-        from pytest_infer.report.plan import plan_entries, write_plan
-
-        entries = plan_entries(self.selection.planned, self.selection, self.lab, self.suite)
+        entries = plan_entries(self.selection.planned, self.selection, self.lab, self.suite.plan_client)
         write_plan(entries, self.run.paths.plan, self.config.get_terminal_writer())
         return True
 
@@ -93,8 +100,6 @@ class InferSession:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.matrix_path is None:
             return
-        from pytest_infer.report.markdown import summary_lines
-
         terminalreporter.section("pytest-infer")
         for line in summary_lines(self.rows.in_order([s.id for s in self.selection.stacks])):
             terminalreporter.write_line(line)

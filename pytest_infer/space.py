@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from _pytest.mark.expression import Expression
+
 BASE = "base"
 
 
@@ -67,8 +69,6 @@ def matches(stack: Stack, expr: str, optimizations: Sequence[str]) -> bool:
     `expr` is a stack label (`fp4+mtp`, `base`: exactly that set) or a boolean expression over
     optimization names and `base` (`mtp and not disagg`, `base or wideep`), in pytest's -k/-m language.
     """
-    from _pytest.mark.expression import Expression
-
     text = expr.strip()
     if "+" in text or text == BASE:
         return stack.opts == parse_label(text, optimizations)

@@ -431,6 +431,17 @@ def test_xdist_launches_each_deployment_once_and_reports_match(pytester: pytest.
         return [ln for ln in md.splitlines() if "written" not in ln]
 
     assert body(md_parallel) == body(md_serial)
+    # The store names its files relative to itself: copied elsewhere (another machine), it replays there
+    # and its levels still find their raw results.
+    moved = pytester.path / "elsewhere"
+    shutil.copytree(reports, moved)
+    for record in (moved / "cpu" / "results").glob("*.json"):
+        for level in json.loads(record.read_text())["levels"]:
+            assert not Path(level["source"]).is_absolute(), level["source"]
+            assert (record.parent / level["source"]).resolve().is_file(), level["source"]
+    replay = pytester.runpytest_subprocess(*args, "-p", "no:xdist", "--results", str(moved / "cpu" / "results"),
+                                           "--report-dir", str(pytester.path / "r2"))
+    assert replay.parseoutcomes() == outcomes
 
 
 @needs_bench

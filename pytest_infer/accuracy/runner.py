@@ -26,6 +26,9 @@ import httpx
 from pydantic import Field
 
 from pytest_infer.accuracy.lmeval import Task, task_hash
+from pytest_infer.launch.local import LaunchError, LocalLauncher
+from pytest_infer.measure.metrics import Scraper, acceptance_rate
+from pytest_infer.measure.runner import MeasurementFailed, _server_tails, first_completion, root_causes
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Record
 from pytest_infer.store.store import RecordStore
@@ -63,8 +66,6 @@ class AccuracyResult(Record):
 
     @property
     def mtp_acceptance(self) -> float | None:
-        from pytest_infer.measure.metrics import acceptance_rate
-
         got = acceptance_rate(self.metrics)
         return got[0] / got[1] if got else None
 
@@ -152,8 +153,6 @@ class AccuracyRunner:
 
     def accuracy(self, stack: Stack) -> AccuracyResult:
         """The stack's accuracy run; raises MeasurementFailed (cached for the session) when it cannot run."""
-        from pytest_infer.measure.runner import MeasurementFailed
-
         if stack.id not in self._cache:
             self._cache[stack.id] = self._accuracy(stack)
         got = self._cache[stack.id]
@@ -182,9 +181,6 @@ class AccuracyRunner:
             return self._launch_and_evaluate(stack, key)
 
     def _launch_and_evaluate(self, stack: Stack, key: str) -> AccuracyResult:
-        from pytest_infer.launch.local import LaunchError, LocalLauncher
-        from pytest_infer.measure.runner import MeasurementFailed, _server_tails, root_causes
-
         paths = self.runner.paths
         run_dir = paths.run_dir(stack.id, "accuracy")
         try:
@@ -220,9 +216,6 @@ class AccuracyRunner:
         return result
 
     def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, result: AccuracyResult) -> None:
-        from pytest_infer.measure.metrics import Scraper
-        from pytest_infer.measure.runner import MeasurementFailed, _server_tails, first_completion
-
         task_file, _ = self._task()
         # One request first: a deployment that answers errors fails here with its log, where lm-eval would
         # retry every request with backoff before giving up.

@@ -83,8 +83,6 @@ def _grid(stack: Sweeps, parts: Sequence[Sweeps]) -> list[float]:
 
 
 def _gmean(v: Sequence[float]) -> float:
-    import math
-
     return math.exp(sum(math.log(y) for y in v) / len(v))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 from types import ModuleType
 
 from pytest_infer.deployment import Deployment
@@ -31,8 +32,6 @@ def deployment_for(matrix: Matrix, stack: Stack, model: str, placement: Placemen
 def parse_engine_args(text: str, engines: list[str]) -> tuple[str, ...]:
     """--infer-engine-args: flags appended to every serving role. Raises ValueError (one line) when they
     do not split like a shell line, do not start with a flag, or the engine's own parser refuses them."""
-    import shlex
-
     try:
         args = tuple(shlex.split(text))
     except ValueError as exc:

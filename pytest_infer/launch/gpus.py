@@ -3,6 +3,8 @@ in a second with a reason instead of after an engine's start-up timeout."""
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import subprocess
 from functools import cache
@@ -16,8 +18,6 @@ _LISTERS = {"nvidia": [(["nvidia-smi", "-L"], "GPU ")],
 def visible_devices(vendor: str) -> tuple[int, str]:
     """(count, how it was found). The cpu kind always has its cores."""
     if vendor == "cpu":
-        import os
-
         return os.cpu_count() or 1, "os.cpu_count()"
     for argv, marker in _LISTERS[vendor]:
         if shutil.which(argv[0]) is None:
@@ -45,16 +45,12 @@ def preflight(gpu: str, vendor: str, needed_per_node: int) -> str | None:
 def device_fingerprint(vendor: str) -> str:
     """What the devices are, for a baseline's environment: GPU name and driver, or the CPU model and
     how many cores this process may use. Best effort: "unknown" when the vendor tool is missing."""
-    import os
-
     if vendor == "cpu":
         model = "unknown CPU"
         try:
             with open("/proc/cpuinfo") as fh:
                 model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model)
         except OSError:
-            import platform
-
             model = platform.processor() or model
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return f"cpu: {model} x{cores}"

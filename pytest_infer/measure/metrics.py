@@ -7,7 +7,10 @@ records fewer keys.
 
 from __future__ import annotations
 
+import os
+import statistics
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Self
 
@@ -73,10 +76,6 @@ def speed_probe_ms(repeats: int = 5) -> float | None:
     """Median milliseconds of a fixed pure-Python loop, run on each core in turn (the engine's cores
     are idle between levels). On a VM whose speed drifts by tens of percent for minutes at a time this
     is recorded beside each level, so a calibration can test whether dividing by it cancels the drift."""
-    import os
-    import statistics
-    import time
-
     if not hasattr(os, "sched_getaffinity"):
         return None
     allowed = os.sched_getaffinity(0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +21,13 @@ from typing import TYPE_CHECKING
 from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
+from pytest_infer.launch import gpus
+from pytest_infer.launch.leases import ROLE_VARIABLE, LeaseError
+from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
 from pytest_infer.matrix import Matrix
 from pytest_infer.measure.load import BenchClient, LoadError, Target, num_prompts, run_level
+from pytest_infer.measure.metrics import Scraper
+from pytest_infer.measure.smoke import SmokeResult, one_completion
 from pytest_infer.paths import RunPaths
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Level, Measurement, ResultError
@@ -101,13 +108,10 @@ class Runner:
         if self.pool is None:
             yield ()
             return
-        from pytest_infer.launch.gpus import preflight
-        from pytest_infer.launch.leases import LeaseError
-
         counts, pool = [self.plan(s).gpus for s in stacks], self.pool.devices
         needed = max(counts) if self.shared_devices else sum(counts)
         if needed > len(pool):  # the machine's own shortage says more than the pool's
-            why = preflight(stacks[0].gpu, self.matrix.gpus[stacks[0].gpu].vendor, needed)
+            why = gpus.preflight(stacks[0].gpu, self.matrix.gpus[stacks[0].gpu].vendor, needed)
             raise LeaseError(why or f"needs {needed} device(s), the pool has {len(pool)}: {','.join(pool)}")
         k = min(needed + self.host_devices, len(pool))
         got = self.pool.try_take(k)
@@ -154,8 +158,6 @@ class Runner:
 
     def _note_launch(self, stack: Stack) -> None:
         """One line per launch in <report-dir>/<gpu>/launches.log: proof that no deployment runs twice."""
-        import os
-
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} run={self.run_id} pid={os.getpid()} {stack.id}\n"
         path = self.paths.launches_log
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +173,6 @@ class Runner:
     def _level(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, target: Target,
                scraped: dict[str, str], conc: int, rep: int) -> Level:
         """One level of one sweep, with the engine metrics around it; MeasurementFailed on any failure."""
-        from pytest_infer.measure.metrics import Scraper
-
         assert self._bench is not None
         workload = self.matrix.workload(stack.gpu)
         out = self.paths.bench_result(stack.id, conc, rep)
@@ -190,6 +190,8 @@ class Runner:
                 f"concurrency {conc}: {level.failed} failed and {level.completed} completed of "
                 f"{num_prompts(workload, conc)} requests ({out})\n{_server_tails(launcher, dep)}")
         level.repeat, level.metrics = rep, scraper.result
+        # Named relative to the store: a store copied to another machine with its runs/ still finds them.
+        level.source = os.path.relpath(out, self.store.root)
         accept = " ".join(f"{role} acceptance {v['spec_acceptance_rate']:.2f}" for role, v in scraper.result.items()
                           if "spec_acceptance_rate" in v)
         self.log(f"[infer] {stack.id}: c={conc} r={rep} {level.per_gpu_throughput:.0f} tok/s/device at "
@@ -200,13 +202,9 @@ class Runner:
     def launchable(self, stack: Stack, run_dir: Path, devices: tuple[str, ...] = ()) -> Deployment:
         """The deployment with free local ports on the leased `devices`; MeasurementFailed if this machine
         lacks the devices."""
-        from pytest_infer.launch.gpus import preflight
-        from pytest_infer.launch.leases import ROLE_VARIABLE
-        from pytest_infer.launch.local import free_ports
-
         plan = self.plan(stack)
         vendor = self.matrix.gpus[stack.gpu].vendor
-        why = preflight(stack.gpu, vendor, max(r.gpus for r in plan.roles))
+        why = gpus.preflight(stack.gpu, vendor, max(r.gpus for r in plan.roles))
         if why:
             raise MeasurementFailed(f"{stack.id} not launched: {why}")
         names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
@@ -281,8 +279,6 @@ class Runner:
 
     def _interleaved(self, need: list[tuple[Stack, str, Measurement | None]]) -> dict[str, Measurement]:
         """Lease the devices of all of `need`, then launch and sweep them together (one: a plain sweep)."""
-        from pytest_infer.launch.leases import LeaseError
-
         stacks = [s for s, _, _ in need]
         try:
             with self.leased(*stacks) as devices:
@@ -294,8 +290,6 @@ class Runner:
                         devices: tuple[str, ...]) -> dict[str, Measurement]:
         """Launch each deployment (a failed one is recorded, the others go on), then sweep them in rounds;
         alone, a plain sweep. Every level is saved as it is measured."""
-        from pytest_infer.launch.local import LaunchError, LocalLauncher
-
         done: dict[str, Measurement] = {}
         up: list[_Member] = []
         at = 0
@@ -394,8 +388,6 @@ _GENERIC = ("Engine core initialization failed", "Worker failed with error", "En
 def root_causes(log_dir: Path, limit: int = 2) -> str:
     """The first distinct exceptions raised in the role logs, with where they were raised: vLLM buries
     the cause above its wrappers ("EngineCore encountered an issue")."""
-    import re
-
     exc_re = re.compile(r"(?:^|\]\s+|\s)([A-Za-z_][\w.]*(?:Error|Exception))(?::\s*(.*))?$")
     frame_re = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
     found: list[str] = []
@@ -417,8 +409,6 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
 
 def smoke(runner: Runner, stack: Stack) -> SmokeResult:
     """Launch the stack and send one greedy completion; raises MeasurementFailed with the root cause."""
-    from pytest_infer.launch.leases import LeaseError
-
     try:
         with runner.leased(stack) as devices:
             return _smoke_on(runner, stack, devices)
@@ -427,9 +417,6 @@ def smoke(runner: Runner, stack: Stack) -> SmokeResult:
 
 
 def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeResult:
-    from pytest_infer.launch.local import LaunchError, LocalLauncher
-    from pytest_infer.measure.smoke import SmokeResult
-
     run_dir = runner.paths.run_dir(stack.id, "smoke")
     dep = runner.launchable(stack, run_dir, devices)
     runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
@@ -451,8 +438,6 @@ def first_completion(launcher: LocalLauncher, dep: Deployment, max_tokens: int =
     """one_completion through a launched deployment; its failure as MeasurementFailed with the log tails
     (LaunchError first when a role has died)."""
     import httpx
-
-    from pytest_infer.measure.smoke import one_completion
 
     try:
         return one_completion(dep, max_tokens=max_tokens)

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pytest_infer.accuracy.runner import AccuracyResult
+from pytest_infer.replay.replay import gpu_kind
 from pytest_infer.space import Stack
 
 _QUANT = re.compile(r"-(?:fp4|fp8|nvfp4|mxfp4|bf16|v\d+|preview)(?=-|$)")
@@ -87,8 +88,6 @@ def _truthy(v: Any) -> bool:
 
 def stack_of(row: EvalRow, kinds: Sequence[str], optimizations: Sequence[str], source: str) -> Stack | None:
     """The row's stack, or None for a GPU kind the matrices do not know."""
-    from pytest_infer.replay.replay import gpu_kind
-
     kind = gpu_kind(row.hw, list(kinds))
     if kind is None:
         return None

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
+from pytest_infer.measure.metrics import pooled_acceptance
 from pytest_infer.report.rows import Row
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ def throughput_table(rows: list[Row], ref: str) -> str:
 
 def levels_table(rows: list[Row]) -> str:
     """Per stack and concurrency: means over repeats, and the engine metrics that explain them."""
-    from pytest_infer.measure.metrics import pooled_acceptance
-
     out: list[list[Any]] = []
     for row in rows:
         by_conc: dict[int, list[Any]] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,9 +16,11 @@ from pytest_infer.space import Stack
 if TYPE_CHECKING:
     from _pytest._io import TerminalWriter
 
+    from pytest_infer.deployment import Deployment
     from pytest_infer.lab import Lab
     from pytest_infer.selection import Selection
-    from pytest_infer.suite.base import Suite
+
+    Client = Callable[[Stack, Deployment], tuple[str, list[str]]]  # the suite's plan_client
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class PlanEntry:
     node: int
 
 
-def plan_entries(stacks: list[Stack], selection: Selection, lab: Lab, suite: Suite) -> list[PlanEntry]:
+def plan_entries(stacks: list[Stack], selection: Selection, lab: Lab, client: Client) -> list[PlanEntry]:
     entries: list[PlanEntry] = []
     for stack in stacks:
         if selection.unsupported(stack):
@@ -44,7 +47,7 @@ def plan_entries(stacks: list[Stack], selection: Selection, lab: Lab, suite: Sui
         for role in dep.roles:
             entries.append(PlanEntry(stack.id, stack.engine, role.name, role.argv, role.env, role.gpus, role.nodes,
                                      role.node))
-        role_name, argv = suite.plan_client(stack, dep)
+        role_name, argv = client(stack, dep)
         entries.append(PlanEntry(stack.id, stack.engine, role_name, argv, {}, 0, 0, 0))
     return entries
 

@@ -9,6 +9,7 @@ compares a fresh measurement with them (analysis/checks.regression).
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
 import importlib.metadata
 import json
@@ -20,6 +21,7 @@ from typing import Literal
 
 import yaml
 from filelock import FileLock
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
 from pytest_infer.matrix import Workload
@@ -166,8 +168,6 @@ def compare_environments(base: Fingerprint, run: Fingerprint) -> tuple[list[str]
 
 
 def _release(version: str) -> str:
-    from packaging.version import InvalidVersion, Version
-
     try:
         return Version(version).base_version  # 0.32.1.dev12+g1234 -> 0.32.1
     except InvalidVersion:
@@ -179,8 +179,6 @@ _PATH = re.compile(r"/[^\s\",']+")
 
 def flag_changes(base: dict[str, list[str]], run: dict[str, list[str]]) -> list[str]:
     """What a run's command lines add or drop against the baseline's (paths aside: they name the machine)."""
-    import difflib
-
     out: list[str] = []
     for role in sorted(set(base) | set(run)):
         a = [_PATH.sub("<path>", t) for t in base.get(role, [])]

@@ -1,15 +1,10 @@
 """The suites: one class each (suite/base.py says what a suite owns), registered here by name. Adding a
 suite is its module, a line here, and its tests under suites/<name>/. Nothing is imported until used, so
-`pytest --help` stays fast."""
+`pytest --help` stays fast (the options list the names; the session imports the one it runs)."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pytest_infer.suite.base import Suite
 
 REGISTRY = {
     "composability": "pytest_infer.suite.composability:Composability",
@@ -18,12 +13,6 @@ REGISTRY = {
     "smoke": "pytest_infer.suite.smoke:Smoke",
 }
 DEFAULT = "composability"
-
-
-def suite_class(name: str) -> type[Suite]:
-    module, cls = REGISTRY[name].split(":")
-    got: type[Suite] = getattr(importlib.import_module(module), cls)
-    return got
 
 
 def tests_of(name: str) -> Path | None:

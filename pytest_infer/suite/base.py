@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import pytest
 
 from pytest_infer.analysis.checks import Verdict
+from pytest_infer.measure.load import Target, bench_argv
+from pytest_infer.measure.metrics import pooled_acceptance
 from pytest_infer.measure.runner import MeasurementFailed
+from pytest_infer.replay.replay import ReplayError, is_store, replay_store
 from pytest_infer.report.rows import PROPERTY, LevelRow, Row, StackRow
+from pytest_infer.run import usage
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Measurement
 
@@ -62,9 +66,6 @@ class Suite(ABC):
     def replayed(cls, run: Run) -> list[Stack] | None:
         """--infer-results of foreign result files: ingested into a store, the stacks they hold. None for
         no --infer-results, or for a plain store (replayed as it is). Raises pytest.UsageError."""
-        from pytest_infer.replay.replay import ReplayError, is_store, replay_store
-        from pytest_infer.run import usage
-
         root = run.options.results
         if root is None:
             return None
@@ -80,8 +81,6 @@ class Suite(ABC):
     def plan_client(self, stack: Stack, dep: Deployment) -> tuple[str, list[str]]:
         """The client the suite points at the front door: the load at the first level (the others differ
         in --max-concurrency and --num-prompts)."""
-        from pytest_infer.measure.load import Target, bench_argv
-
         w = self.run.workload
         c = w.concurrency[0]
         return "load", bench_argv(Target(dep.endpoint_url, dep.served_name, dep.model), w, c,
@@ -168,6 +167,4 @@ def outcome_of(verdict: Verdict) -> Outcome:
 
 def acceptance(m: Measurement) -> float | None:
     """Speculative-decoding acceptance over every level and role of a measurement."""
-    from pytest_infer.measure.metrics import pooled_acceptance
-
     return pooled_acceptance(lv.metrics for lv in m.levels)

@@ -8,6 +8,7 @@ from pytest_infer.analysis.checks import Verdict, acceptance_collapse, composabi
 from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report import markdown
+from pytest_infer.report.plots import write_plots
 from pytest_infer.report.rows import Row
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Measurement
@@ -64,8 +65,6 @@ class Composability(Suite):
         return acceptance_collapse(stack.id, rate, alone, self.run.matrix.thresholds.mtp_acceptance_collapse)
 
     def report(self, rows: list[Row]) -> Path:
-        from pytest_infer.report.plots import write_plots
-
         run, st = self.run, self.run.stats()
         plots = write_plots(rows, self.selection.stacks, run.engines, run.gpu,
                             lambda engine: run.paths.plot(self.name, engine))

@@ -26,7 +26,10 @@ from pytest_infer.analysis.parity import (
 )
 from pytest_infer.matrix import AccuracySpec, Matrix
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
+from pytest_infer.replay.evals import EvalRowError, group, read_rows
+from pytest_infer.report import conformance, markdown
 from pytest_infer.report.rows import CheckRow, Row, StackRow
+from pytest_infer.run import usage
 from pytest_infer.space import Stack
 from pytest_infer.suite.base import Result, Suite
 
@@ -53,8 +56,6 @@ def replayed_stacks(root: Path, kinds: list[str], optimizations: list[str], gpu:
                     engines: list[str] | None) -> list[Stack] | None:
     """--results DIR: None for a results store (replayed per stack, paired), else the stacks of the
     accuracy rows found (unpaired). Raises ConformanceError when DIR holds neither."""
-    from pytest_infer.replay.evals import EvalRowError, group, read_rows
-
     if accuracy_root(root).is_dir() and any(accuracy_root(root).glob("*.json")):
         return None
     try:
@@ -132,16 +133,12 @@ class Conformance(Suite):
         self._runners: dict[str, AccuracyRunner] = {}
         self._rows: dict[Stack, AccuracyResult] | None = None
         if selection.replayed is not None and self.results is not None:  # published rows, not a store
-            from pytest_infer.replay.evals import group, read_rows
-
             self._rows = group(read_rows(self.results), list(matrix.gpus), run.optimizations, run.gpu,
                                list(run.options.engines) or None)
 
     @classmethod
     def replayed(cls, run: Run) -> list[Stack] | None:
         """Accuracy: a store, or published score rows (their stacks)."""
-        from pytest_infer.run import usage
-
         root = run.options.results
         if root is None:
             return None
@@ -303,8 +300,6 @@ class Conformance(Suite):
         return matrix.default_floor.get(result.task, matrix.default_floor.get(result.task.split("_")[0]))
 
     def report(self, rows: list[Row]) -> Path:
-        from pytest_infer.report import conformance, markdown
-
         text = (markdown.header("Conformance", self.run)
                 + conformance.intro(self.confidence) + conformance.table(rows))
         return markdown.write(self.run.paths.matrix(self.name), text)

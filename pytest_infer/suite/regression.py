@@ -16,6 +16,7 @@ from pytest_infer.matrix import Matrix
 from pytest_infer.measure.runner import MeasurementFailed
 from pytest_infer.report import markdown
 from pytest_infer.report.rows import Row
+from pytest_infer.run import usage
 from pytest_infer.space import BASE, Stack, parse_label
 from pytest_infer.store import baselines
 from pytest_infer.store.baselines import BaselineError
@@ -50,8 +51,6 @@ class Regression(Suite):
     @classmethod
     def default_stacks(cls, matrix: Matrix, gpu: str) -> list[str]:
         """thresholds.regression_stacks: the stacks it covers by default on this GPU kind."""
-        from pytest_infer.run import usage
-
         labels = matrix.thresholds.regression_stacks.get(gpu)
         if labels is None:
             return []

@@ -6,30 +6,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pytest_infer.tiny.model import build_tiny_model, model_fingerprint
+from pytest_infer.tiny.task import parity_prompts as prompts
+from pytest_infer.tiny.task import write_arith_task
+
 TASKS = ("arith",)  # the lm-eval tasks this builder writes itself
 
 
 def build(out_dir: Path) -> Path:
-    from pytest_infer.tiny.model import build_tiny_model
-
     return build_tiny_model(out_dir)
 
 
 def fingerprint(model_dir: Path) -> str:
-    from pytest_infer.tiny.model import model_fingerprint
-
     return model_fingerprint(model_dir)
 
 
 def write_task(task: str, path: Path, samples: int | None) -> Path:
-    from pytest_infer.tiny.task import write_arith_task
-
     if task not in TASKS:
         raise ValueError(f"the tiny model's builder writes {', '.join(TASKS)}, not {task!r}")
     return write_arith_task(path, samples or 200)
 
 
 def parity_prompts(n: int) -> list[str]:
-    from pytest_infer.tiny.task import parity_prompts as prompts
-
     return prompts(n)

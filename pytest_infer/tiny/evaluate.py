@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import sys
 import tempfile
@@ -92,8 +93,6 @@ def arithmetic(server: Server, n: int) -> dict[str, Any]:
 def runs(server: Server, n: int, temperature: float = 1.0, length: int = 128, seed: int = 0) -> dict[str, Any]:
     """Prompts shaped like `vllm bench serve` random ones (runs of consecutive non-special ids from a
     random offset), 64 tokens each with ignore_eos, at the suite's temperature; MTP acceptance."""
-    import random
-
     rng = random.Random(seed)
     first, vocab = 4, 128  # pad/bos/eos/unk are the tokenizer's special ids
     prompts = []
