@@ -79,6 +79,8 @@ class AccuracySpec(BaseModel):
     concurrency: int = Field(32, ge=1, description="requests in flight (lm-eval num_concurrent)")
     parity_prompts: int = Field(64, ge=1, description="greedy prompts compared with the reference")
     parity_max_tokens: int = Field(32, ge=1)
+    # A module that writes the task locally (pytest_infer.builder.TaskWriter); default: the model's builder.
+    writer: str | None = None
 
 
 class Model(_Strict):

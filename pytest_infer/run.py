@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_infer.analysis.checks import Stats
-from pytest_infer.builder import BuilderError, load_builder
+from pytest_infer.builder import BuilderError, load_builder, load_task_writer
 from pytest_infer.engines import parse_engine_args
 from pytest_infer.launch.leases import LeaseError, device_pool
 from pytest_infer.matrix import Matrix, MatrixError, Workload, default_root
@@ -82,6 +82,11 @@ class Run:
                 load_builder(spec.builder)
             except BuilderError as exc:
                 raise usage(f"{matrix.root / 'models.yaml'}: key models.{model}.builder: {exc}") from None
+        if spec is not None and spec.accuracy is not None and spec.accuracy.writer is not None:
+            try:
+                load_task_writer(spec.accuracy.writer)
+            except BuilderError as exc:
+                raise usage(f"{matrix.root / 'models.yaml'}: key models.{model}.accuracy.writer: {exc}") from None
         exprs = list(options.stacks) or (default_stacks(matrix, gpu) if default_stacks else [])
         probe = Stack(gpu, engines[0], tuple(matrix.optimizations))
         for expr in exprs:

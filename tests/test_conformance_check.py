@@ -46,7 +46,7 @@ def _matrices(root: Path, floor: float = 0.9, known_broken: str = "") -> Path:
     (root / "models.yaml").write_text(
         "models:\n  fake-arith:\n    checkpoints: {fp8: {default: fake-arith}}\n"
         "    accuracy: {task: arith, api: completions, samples: 200, max_tokens: 8, concurrency: 4,"
-        " parity_prompts: 40, parity_max_tokens: 8}\n"
+        " parity_prompts: 40, parity_max_tokens: 8, writer: pytest_infer.tiny}\n"
         f"    accuracy_floor: {{arith: {floor}}}\n"
         "defaults:\n  cpu: {model: fake-arith, tensor_parallel: 1}\n")
     (root / "workloads.yaml").write_text("workloads:\n  cpu: {input_len: 8, output_len: 8, concurrency: [1]}\n")

@@ -20,7 +20,7 @@ import yaml
 from pytest_infer.matrix import AccuracySpec
 
 if TYPE_CHECKING:
-    from pytest_infer.builder import ModelBuilder
+    from pytest_infer.builder import TaskWriter
 
 GSM8K = "gsm8k_infx"  # lm-eval's gsm8k with InferenceX's prompt (their utils/evals/gsm8k.yaml)
 
@@ -78,7 +78,7 @@ class Task:
     """A model's accuracy task: its spec, and the builder that writes it when the model brings its own."""
 
     spec: AccuracySpec
-    builder: ModelBuilder | None = None
+    builder: TaskWriter | None = None
 
     @property
     def own(self) -> bool:
@@ -113,7 +113,8 @@ def task_hash(spec: AccuracySpec, task_file: Path | None) -> str:
     """What decides the scores besides the deployment: the spec, the task file and the data files it
     names. Not the whole directory: another model's task may sit there, and under xdist another worker's
     half-written temp file."""
-    h = hashlib.sha256(spec.model_dump_json().encode())
+    # writer: only where set, so the keys of results stored before it existed stay the same
+    h = hashlib.sha256(spec.model_dump_json(exclude=None if spec.writer else {"writer"}).encode())
     if task_file is not None:
         task = yaml.safe_load(task_file.read_text()) or {}
         data = ((task.get("dataset_kwargs") or {}).get("data_files") or {}).values()

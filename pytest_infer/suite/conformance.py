@@ -24,6 +24,7 @@ from pytest_infer.analysis.parity import (
     paired_difference,
     unpaired_difference,
 )
+from pytest_infer.builder import load_task_writer
 from pytest_infer.matrix import AccuracySpec, Matrix
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.replay.evals import EvalRowError, group, read_rows
@@ -151,7 +152,9 @@ class Conformance(Suite):
             raise usage(str(exc)) from None
 
     def task(self) -> Task:
-        return Task(self.spec, self.lab.builder)
+        """The task, with the module that writes it when it is written locally."""
+        writer = load_task_writer(self.spec.writer) if self.spec.writer else self.lab.builder
+        return Task(self.spec, writer)
 
     def plan_client(self, stack: Stack, dep: Deployment) -> tuple[str, list[str]]:
         """lm-eval against the front door, with the paths and cache the run would use."""
