@@ -9,29 +9,19 @@ parser, and a user can paste it from the run log.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from pytest_infer.files import write_whole
 from pytest_infer.matrix import AccuracySpec
 
 if TYPE_CHECKING:
     from pytest_infer.builder import TaskWriter
 
 GSM8K = "gsm8k_infx"  # lm-eval's gsm8k with InferenceX's prompt (their utils/evals/gsm8k.yaml)
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Under xdist every worker writes the same task files while another's lm-eval may be reading them:
-    a reader sees the old file or the new one (rename), never a half-written one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def write_gsm8k_task(path: Path) -> Path:
@@ -57,7 +47,7 @@ def write_gsm8k_task(path: Path) -> Path:
                                                      "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
                                                     {"function": "take_first"}]}],
     }
-    _write_whole(path, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
+    write_whole(path, yaml.safe_dump(task, sort_keys=False, allow_unicode=True))
     return path
 
 

@@ -13,9 +13,7 @@ import difflib
 import hashlib
 import importlib.metadata
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +22,7 @@ from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
+from pytest_infer.files import write_whole
 from pytest_infer.matrix import Workload
 from pytest_infer.store.records import Measurement
 from pytest_infer.yamlfile import parse_model
@@ -127,12 +126,7 @@ def write(path: Path, b: Baseline) -> Path:
     """Atomic (a reader never sees half a file) and locked (two writers of one file take turns)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(dumps(b))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    return path
+        return write_whole(path, dumps(b))
 
 
 def load(path: Path) -> Baseline | None:

@@ -4,13 +4,12 @@ atomic, so an interrupted run keeps what it measured and resumes from there."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from filelock import FileLock
 
+from pytest_infer.files import write_whole
 from pytest_infer.store.records import Measurement, Record
 
 R = TypeVar("R", bound=Record)
@@ -42,13 +41,7 @@ class RecordStore(Generic[R]):
         if self.read_only:
             raise RuntimeError(f"results store {self.root} is read-only")
         path = self.path(r.stack, r.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(r.model_dump_json(indent=1))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        return path
+        return write_whole(path, r.model_dump_json(indent=1))
 
     def find(self, stack_id: str) -> R | None:
         """Any stored record of the stack, newest first: replay does not know the original key."""

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from pytest_infer.files import write_whole
 from pytest_infer.tiny import arith
 
 ARITH = "arith"
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Under xdist every worker writes the same task files while another's lm-eval may be reading them:
-    a reader sees the old file or the new one (rename), never a half-written one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def write_arith_task(path: Path, n: int) -> Path:
@@ -29,7 +19,7 @@ def write_arith_task(path: Path, n: int) -> Path:
     Exact match on the text before the first newline, as `arith.is_correct` scores it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = path.parent / "arith-test.jsonl"
-    _write_whole(data, "".join(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n"
+    write_whole(data, "".join(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n"
                                for p in arith.problems("test", n)))
     task = {
         "task": ARITH,
@@ -45,7 +35,7 @@ def write_arith_task(path: Path, n: int) -> Path:
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0, "problems": n},
     }
-    _write_whole(path, yaml.safe_dump(task, sort_keys=False))
+    write_whole(path, yaml.safe_dump(task, sort_keys=False))
     return path
 
 
