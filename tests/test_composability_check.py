@@ -274,6 +274,7 @@ optimizations:
   broken: {{env: {{FAKE_FAIL: "1"}}}}
   mtp: {{env: {{FAKE_SPEC_ACCEPT: "0.6", FAKE_TOKEN_DELAY: "0.001"}}}}
   pd: {{env: {{FAKE_SPEC_ACCEPT: "0.1"}}}}
+  cut: {{env: {{FAKE_CUT_EVERY: "3"}}}}
 gpus:
   cpu: {{unsupported: {{}}}}
 """
@@ -296,7 +297,7 @@ def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels:
     (root / "known_broken.yaml").write_text(known_broken)
     engine = FAKE_ENGINE.format(python=sys.executable, server=FAKES / "openai_server.py")
     engine = "\n".join(ln for ln in engine.splitlines() if not any(
-        ln.startswith(f"  {o}:") for o in ("fast", "slow", "broken", "mtp", "pd") if o not in opts))
+        ln.startswith(f"  {o}:") for o in ("fast", "slow", "broken", "mtp", "pd", "cut") if o not in opts))
     (root / "engines" / "fake.yaml").write_text(engine + "\n")
     assert (shipped / "gpus.yaml").exists()
     return root
@@ -368,6 +369,24 @@ def test_mtp_acceptance_collapse_is_flagged_with_both_rates(pytester: pytest.Pyt
 
     assert "FAIL" in rows["cpu-fake-mtp+pd"] and re.search(r"\|\s+0\.10\s+\|", rows["cpu-fake-mtp+pd"])
     assert re.search(r"\|\s+0\.60\s+\|", rows["cpu-fake-mtp"])
+
+
+@needs_bench
+def test_requests_counted_as_completed_with_no_tokens_fail_the_stack(pytester: pytest.Pytester) -> None:
+    """`vllm bench serve` counts a request as a success once a first chunk arrived, even if the stream then
+    ends (an engine dying after the headers). Fake servers of `cut` end every third stream after one token:
+    the client reports no failure, the level still does not count, and the stack fails naming it."""
+    matrices = _fake_matrices(pytester.path / "m", opts=("cut",), levels="[4]")
+    reports = pytester.path / "r"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "cpu-fake-cut: could not be measured: concurrency 4:" in out, out
+    bench = json.loads(next((reports / "cpu" / "runs" / "cpu-fake-cut").rglob("conc4-r0.json")).read_text())
+    assert bench["failed"] == 0 and bench["completed"] == 8  # what the client alone would have passed
+    assert "of 8 completed requests returned fewer output tokens than the workload asks for" in out
+    assert set(bench) >= {"output_lens", "errors"} and "itls" not in bench  # kept small
 
 
 BROKEN = """known_broken:

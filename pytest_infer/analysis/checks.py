@@ -33,6 +33,7 @@ class LevelComparison:
     part_throughput: float
     interval: RatioInterval
     note: str = ""  # e.g. the stack is compared past its sweep because it saturated
+    extended: bool = False  # a side's value here comes from a saturated sweep's flat extension
 
     @property
     def ratio(self) -> float:
@@ -94,7 +95,7 @@ def compare_at(x: float, stack: Sweeps, parts: Sequence[Sweeps], stats: Stats) -
     iv = ratio_interval(ys, yp, stats.confidence, stats.bootstrap_from, session_noise=stats.session_noise)
     notes = [f"{s.saturation}: its best point serves this lower interactivity" for s in (stack, best)
              if s.extended(x)]
-    return LevelComparison(x, _gmean(ys), best.name, _gmean(yp), iv, "; ".join(notes))
+    return LevelComparison(x, _gmean(ys), best.name, _gmean(yp), iv, "; ".join(notes), extended=len(notes) > 0)
 
 
 def compare_in_rounds(stack: Sweeps, part: Sweeps, stats: Stats) -> list[LevelComparison]:
@@ -132,9 +133,10 @@ def compare_in_rounds(stack: Sweeps, part: Sweeps, stats: Stats) -> list[LevelCo
                 notes = [f"matched within each round at {ref.name}'s concurrency {conc}"]
                 below = {stack.name: any(x < stack.repeats[i].span[0] for (i, _), x in zip(pairs, xs, strict=True)),
                          part.name: any(x < part.repeats[j].span[0] for (_, j), x in zip(pairs, xs, strict=True))}
-                notes += [f"{sw.saturation}: its best point serves this lower interactivity"
-                          for sw in (stack, part) if below[sw.name]]
-                out.append(LevelComparison(_gmean(xs), _gmean(ys), part.name, _gmean(yp), iv, "; ".join(notes)))
+                extended = [f"{sw.saturation}: its best point serves this lower interactivity"
+                            for sw in (stack, part) if below[sw.name]]
+                out.append(LevelComparison(_gmean(xs), _gmean(ys), part.name, _gmean(yp), iv,
+                                           "; ".join(notes + extended), extended=bool(extended)))
     return out
 
 

@@ -34,7 +34,10 @@ def main() -> None:
         try:
             parser = FlexibleArgumentParser(prog="vllm bench serve")  # type: ignore[no-untyped-call]
             add_cli_args(parser)
-            bench(parser.parse_args(request["argv"]))
+            args = parser.parse_args(request["argv"])
+            bench(args)
+            if args.save_detailed:
+                _keep_per_request_counts(os.path.join(args.result_dir, args.result_filename))
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -44,6 +47,18 @@ def main() -> None:
             os.dup2(devnull, 1)
             os.dup2(stderr, 2)
         answers.write(json.dumps(answer) + "\n")
+
+
+def _keep_per_request_counts(path: str) -> None:
+    """--save-detailed writes every request's texts and token gaps (tens of MB on a GPU sweep): keep only
+    the per-request output lengths and errors, which show requests counted as completed with no tokens."""
+    with open(path) as fh:
+        data = json.load(fh)
+    for name in ("input_lens", "ttfts", "itls", "latencies", "start_times", "queue_times", "generated_texts"):
+        data.pop(name, None)
+    data["errors"] = [str(e)[:300] for e in data.get("errors", [])]
+    with open(path, "w") as fh:
+        json.dump(data, fh)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ It runs in a long-lived worker (bench_worker.py) so vLLM is imported once per ru
 from __future__ import annotations
 
 import json
+import math
 import select
 import shutil
 import subprocess
@@ -35,6 +36,12 @@ def num_prompts(w: Workload, concurrency: int) -> int:
     return max(w.min_prompts, w.prompts_per_concurrency * concurrency)
 
 
+def shortest_output(w: Workload) -> int:
+    """The fewest output tokens a request of the workload asks for (vLLM's random dataset draws output
+    lengths from [floor(len x (1 - ratio)), ceil(len x (1 + ratio))], vllm/benchmarks/datasets/utils.py)."""
+    return max(1, math.floor(w.output_len * (1 - w.range_ratio)))
+
+
 def bench_args(t: Target, w: Workload, concurrency: int, out: Path) -> list[str]:
     """Arguments of `vllm bench serve` for one level."""
     return [
@@ -45,7 +52,10 @@ def bench_args(t: Target, w: Workload, concurrency: int, out: Path) -> list[str]
         "--num-prompts", str(num_prompts(w, concurrency)), "--max-concurrency", str(concurrency),
         "--request-rate", "inf", "--ignore-eos", "--num-warmups", str(w.warmups), "--seed", str(w.seed),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-        "--disable-tqdm", "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name,
+        # --save-detailed: per-request output lengths (the worker keeps only those and the errors), so a
+        # request counted as completed with no tokens is seen
+        "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(out.parent),
+        "--result-filename", out.name,
         *(["--temperature", str(w.temperature)] if w.temperature is not None else []),
     ]
 

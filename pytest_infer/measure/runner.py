@@ -25,7 +25,7 @@ from pytest_infer.launch import gpus
 from pytest_infer.launch.leases import ROLE_VARIABLE, LeaseError
 from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
 from pytest_infer.matrix import Matrix
-from pytest_infer.measure.load import BenchClient, LoadError, Target, num_prompts, run_level
+from pytest_infer.measure.load import BenchClient, LoadError, Target, run_level, shortest_output
 from pytest_infer.measure.metrics import Scraper
 from pytest_infer.measure.smoke import SmokeResult, one_completion
 from pytest_infer.paths import RunPaths
@@ -180,15 +180,15 @@ class Runner:
             with Scraper(scraped) as scraper:
                 data = run_level(self._bench, target, workload, conc, out)
             level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
-            if workload.interactivity_from == "server":
+            level.expect_at_least(data, shortest_output(workload))
+            if workload.interactivity_from == "server" and level.completed:
                 level.use_server_interactivity(scraper.result, str(out))
         except (LoadError, ResultError) as exc:
             launcher.check_alive()
             raise MeasurementFailed(f"{exc}\n{_server_tails(launcher, dep)}") from None
-        if not level.ok:
-            raise MeasurementFailed(
-                f"concurrency {conc}: {level.failed} failed and {level.completed} completed of "
-                f"{num_prompts(workload, conc)} requests ({out})\n{_server_tails(launcher, dep)}")
+        if not level.ok:  # failed requests, no tokens, or requests cut short: never a slow pass
+            launcher.check_alive()  # a dead role is the root cause
+            raise MeasurementFailed("; ".join(level.problems()) + f"\n{_server_tails(launcher, dep)}")
         level.repeat, level.metrics = rep, scraper.result
         # Named relative to the store: a store copied to another machine with its runs/ still finds them.
         level.source = os.path.relpath(out, self.store.root)
@@ -234,6 +234,7 @@ class Runner:
             argv={r.name: r.argv for r in plan.roles}, device=self.device,
             model_fingerprint=self.model_fingerprint)
         m.status, m.error, m.run_id = "running", "", self.run_id
+        m.date = time.strftime("%Y-%m-%d", time.gmtime())
         m.workload = self.matrix.workload(stack.gpu)  # a resumed one may now ask for more repeats
         self.store.save(m)
         self._note_launch(stack)

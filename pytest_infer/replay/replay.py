@@ -221,6 +221,15 @@ def _lengths(data: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
+def _date_of(data: dict[str, Any]) -> str:
+    """The day a result was measured, when the file says: vLLM's `date` (20260428-094713) or an ISO date."""
+    raw = str(data.get("date") or data.get("timestamp") or "")
+    if hit := re.match(r"^(\d{4})(\d{2})(\d{2})-", raw):
+        return "-".join(hit.groups())
+    hit = re.match(r"^\d{4}-\d{2}-\d{2}", raw)
+    return hit.group(0) if hit else ""
+
+
 def measurement(stack: Stack, records: list[_Record], matrix: Matrix) -> Measurement:
     """One stack's group: levels by concurrency, repeats for files of the same concurrency. A file that
     measured nothing fails the whole group with its reason (never a zero-throughput point)."""
@@ -231,6 +240,8 @@ def measurement(stack: Stack, records: list[_Record], matrix: Matrix) -> Measure
             got.append(ingest_record(rec.source, rec.data, rec.gpus, rec.decode_gpus))
         except ResultError as exc:
             errors.append(str(exc))
+    if errors:  # input the replay cannot read is a usage error, never a stack's verdict
+        raise ReplayError("\n".join(errors))
     levels: list[Level] = []
     seen: Counter[int] = Counter()
     for r in sorted(got, key=lambda r: (r.concurrency, r.level.source)):
@@ -255,8 +266,8 @@ def measurement(stack: Stack, records: list[_Record], matrix: Matrix) -> Measure
         key=hashlib.sha256(blob.encode()).hexdigest()[:12], stack=stack.id, engine=stack.engine,
         engine_version=version.group(1) if version else "unknown", gpu=stack.gpu,
         model=str(first.data.get("model") or first.data.get("model_id") or ""), gpus=gpus, decode_gpus=decode_gpus,
-        workload=workload, argv={}, levels=levels, status="failed" if errors else "ok",
-        error="\n".join(errors + [f"warning: {w}" for w in warnings]) if errors else "", warnings=warnings)
+        workload=workload, argv={}, levels=levels, status="ok", warnings=warnings,
+        date=", ".join(sorted({d for d in map(_date_of, (r.data for r in records)) if d})))
 
 
 def replay_store(root: Path, matrix: Matrix, gpu: str, engines: list[str], store_root: Path) -> list[Stack]:

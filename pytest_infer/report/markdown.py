@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from tabulate import tabulate
 
 from pytest_infer.measure.metrics import pooled_acceptance
 from pytest_infer.report.rows import Row
+from pytest_infer.store.store import SKIPPED, Store
 
 if TYPE_CHECKING:
     from pytest_infer.run import Run
@@ -25,9 +27,32 @@ def verdict_of(row: Row) -> str:
 
 
 def header(title: str, run: Run) -> str:
-    versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in run.versions.items())
-    return (f"# {title} matrix: {run.gpu}\n\n"
-            f"Model `{run.model}`; {versions}; written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.\n")
+    """What was measured: this machine's engine and model for a live run; for a replay, the data's own
+    engines, versions, GPUs, models and dates (and the files skipped), never this machine's."""
+    written = f"written {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+    if not run.replay:
+        versions = ", ".join(f"{e} {v or 'not installed'}" for e, v in run.versions.items())
+        return f"# {title} matrix: {run.gpu}\n\nModel `{run.model}`; {versions}; {written}.\n"
+    return f"# {title} matrix: {run.gpu} (replayed)\n\n{replayed_data(run)}; {written}.\n"
+
+
+def replayed_data(run: Run) -> str:
+    root = run.paths.replayed if run.paths.replayed.is_dir() else run.options.results
+    assert root is not None
+    ms = [m for m in Store(root).all() if m.gpu == run.gpu]
+
+    def listed(values: Iterable[str]) -> str:
+        got = sorted({v for v in values if v})
+        return ", ".join(f"`{v}`" for v in got) if got else "unknown"
+
+    skipped = root / SKIPPED
+    lines = skipped.read_text().splitlines() if skipped.is_file() else []
+    text = (f"Replayed from `{run.options.results}`: {len(ms)} measurement(s); engines "
+            f"{listed(f'{m.engine} {m.engine_version}' for m in ms)}; GPUs {listed(m.gpu for m in ms)}; models "
+            f"{listed(m.model for m in ms)}; measured {listed(d for m in ms for d in m.date.split(', '))}")
+    if lines:
+        text += f"; {len(lines)} file(s) skipped:\n\n" + "".join(f"- {ln}\n" for ln in lines) + "\n"
+    return text
 
 
 def write(path: Path, text: str) -> Path:
@@ -44,7 +69,8 @@ def _cell(row: Row) -> list[Any]:
     where = f"{p.worst_interactivity:.1f}" if p.worst_interactivity is not None else ""
     vs = (f"{p.best_part} ({p.stack_throughput or 0:.0f} vs {p.part_throughput or 0:.0f})"
           if p.best_part is not None else "")
-    levels = ", ".join(f"{k}: {v:.2f}" for k, v in (p.ratios or {}).items())
+    ext = set(p.extended_levels or [])
+    levels = ", ".join(f"{k}: {v:.2f}{EXTENDED if k in ext else ''}" for k, v in (p.ratios or {}).items())
     lines = [ln for ln in row.detail.splitlines() if ln.strip()]
     detail = " ".join(" ".join(lines[:2]).split())  # the full text (log tails) is in JUnit and runs/<stack>/
     if len(detail) > 500:
@@ -53,10 +79,22 @@ def _cell(row: Row) -> list[Any]:
     return [f"`{row.stack}`", verdict_of(row), ratio, where, vs, levels, accept, detail]
 
 
+EXTENDED = "†"  # a ratio whose level one side reached only through a saturated sweep's flat extension
+
+
 def throughput_table(rows: list[Row], ref: str) -> str:
-    return tabulate([_cell(r) for r in rows], tablefmt="github", disable_numparse=True, headers=[
+    table = tabulate([_cell(r) for r in rows], tablefmt="github", disable_numparse=True, headers=[
         "stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user", f"{ref} there (tok/s/GPU)",
         "ratio per matched level", "MTP acceptance", "details"]) + "\n"
+    notes = [f"- `{r.stack}`: {r.data.saturation}" for r in rows if r.data.saturation]
+    bad = [f"- `{r.stack}`: {item}" for r in rows for item in r.data.failed_levels or []]
+    if notes:
+        table += (f"\n{EXTENDED} a level served by the flat extension of a saturated sweep (its best point serves "
+                  "lower interactivity; built from clean levels only):\n\n" + "\n".join(notes) + "\n")
+    if bad:
+        table += ("\nLevels that do not count (failed requests, no tokens, requests cut short; in no curve):\n\n"
+                  + "\n".join(bad) + "\n")
+    return table
 
 
 def levels_table(rows: list[Row]) -> str:
@@ -75,7 +113,13 @@ def levels_table(rows: list[Row]) -> str:
             kv = [v.get("kv_cache_usage_max", 0.0) for m in metrics for v in m.values()]
             pre = sum(v.get("preemptions", 0.0) for m in metrics for v in m.values())
             steal = [m["host"]["cpu_steal_pct"] for m in metrics if "cpu_steal_pct" in m.get("host", {})]
-            out.append([f"`{row.stack}`", conc, len(lvs), f"{statistics.mean(lv.interactivity for lv in lvs):.1f}",
+            counted = [lv for lv in lvs if not lv.problems]
+            requests = (f"{sum(lv.completed or 0 for lv in lvs)}/{sum(lv.num_prompts or 0 for lv in lvs)}"
+                        f" ({sum(lv.failed or 0 for lv in lvs)} failed)" if lvs[0].completed is not None else "")
+            if len(counted) < len(lvs):
+                requests += f", {len(lvs) - len(counted)} not counted"
+            out.append([f"`{row.stack}`", conc, len(lvs), requests,
+                        f"{statistics.mean(lv.interactivity for lv in lvs):.1f}",
                         f"{statistics.mean(ys):.0f}{spread}",
                         f"{statistics.mean(lv.per_decode_gpu_output_throughput for lv in lvs):.0f}",
                         accept, f"{max(kv):.1%}" if kv else "", f"{pre:.0f}" if metrics[0] else "",
@@ -84,7 +128,8 @@ def levels_table(rows: list[Row]) -> str:
         return ""
     return ("\n## Levels\n\nMeans over repeats; engine metrics scraped from every role "
             "during each level.\n\n") + tabulate(
-        out, tablefmt="github", headers=["stack", "concurrency", "repeats", "tok/s/user", "tok/s/GPU (± sd)",
+        out, tablefmt="github", headers=["stack", "concurrency", "repeats", "completed/requests", "tok/s/user",
+                                         "tok/s/GPU (± sd)",
                                          "output tok/s per decode GPU", "MTP acceptance", "KV cache max",
                                          "preemptions", "host CPU steal (max)"]) + "\n"
 

@@ -19,7 +19,7 @@ VERDICT_COLOUR = {"passed": "tab:green", "failed": "tab:red", "skipped": "tab:gr
 
 
 def _sweeps(label: str, row: Row) -> Sweeps | None:
-    levels = row.data.levels or []
+    levels = [lv for lv in row.data.levels or [] if not lv.problems]  # the curve the verdict used
     return Sweeps.from_records(label, (lv.model_dump() for lv in levels)) if levels else None
 
 
@@ -49,8 +49,18 @@ def write_plots(rows: list[Row], stacks: Sequence[Stack], engines: Sequence[str]
             for part in (p for p in stack.parts() if p in measured):
                 _draw(ax, measured[part], lw=1.0, alpha=0.7)
             row = by_stack[stack.id]
-            _draw(ax, measured[stack], lw=2.5, alpha=1.0, colour=VERDICT_COLOUR.get(row.outcome, "black"))
-            ax.set_title(f"{stack.label}: {row.outcome}", fontsize=10)
+            colour = VERDICT_COLOUR.get(row.outcome, "black")
+            _draw(ax, measured[stack], lw=2.5, alpha=1.0, colour=colour)
+            if row.data.extended_levels:  # the saturated flat extension the verdict used, dashed
+                for part in [stack, *(p for p in stack.parts() if p in measured)]:
+                    sw = measured[part]
+                    if sw.saturated:
+                        top = sw.mean.frontier[0]
+                        lo = min(float(x) for x in row.data.extended_levels)
+                        ax.plot([lo, top.interactivity], [top.throughput] * 2, ls="--", lw=1.0,
+                                color=colour if part == stack else "gray", label=f"{sw.name} flat (saturated)")
+            variant = f" [{stack.variant}]" if stack.variant else ""
+            ax.set_title(f"{stack.label}{variant}: {row.outcome}", fontsize=10)
             ax.set_xlabel("interactivity (tok/s/user)")
             ax.set_ylabel("throughput (tok/s/GPU)")
             ax.grid(alpha=0.3)

@@ -22,6 +22,10 @@ class LevelRow(BaseModel):
     per_decode_gpu_output_throughput: float
     median_ttft_ms: float
     metrics: dict[str, dict[str, float]] | None = None  # per role, scraped around the level
+    num_prompts: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    problems: list[str] | None = None  # why the level does not count (it is in no curve)
 
 
 class CheckRow(BaseModel):
@@ -48,7 +52,11 @@ class StackRow(BaseModel):
     launch_s: float | None = None
     levels: list[LevelRow] | None = None
     mtp_acceptance_rate: float | None = None
-    warnings: list[str] | None = None  # replayed levels that may flatter the stack (failed requests)
+    warnings: list[str] | None = None  # what the data cannot show (e.g. a format without request counts)
+    # Levels of the stack, and of the parts it was compared with, that do not count (failed requests...)
+    failed_levels: list[str] | None = None
+    saturation: str | None = None  # the flat extension of a saturated sweep served some level: why
+    extended_levels: list[str] | None = None  # the matched levels (interactivity) the extension served
     # a throughput comparison (composability: the best part; regression: the baseline), at its worst level
     tolerance: float | None = None
     repeats_needed: int | None = None

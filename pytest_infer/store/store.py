@@ -13,6 +13,7 @@ from pytest_infer.files import write_whole
 from pytest_infer.store.records import Measurement, Record
 
 R = TypeVar("R", bound=Record)
+SKIPPED = "skipped.txt"  # beside a replayed store: the files of the results tree that were not read, why
 
 
 class RecordStore(Generic[R]):
@@ -50,6 +51,17 @@ class RecordStore(Generic[R]):
             if path.stem.removeprefix(stack_id + "-").isalnum():
                 return self._read(path)
         return None
+
+
+    def all(self) -> list[R]:
+        """Every record that reads (a foreign or half-written file is not one)."""
+        out: list[R] = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                out.append(self._read(path))
+            except (OSError, ValueError):
+                continue
+        return out
 
 
 class Store(RecordStore[Measurement]):

@@ -19,7 +19,7 @@ from pytest_infer.replay.replay import ReplayError, is_store, replay_store
 from pytest_infer.report.rows import PROPERTY, LevelRow, Row, StackRow
 from pytest_infer.run import usage
 from pytest_infer.space import Stack
-from pytest_infer.store.records import Measurement
+from pytest_infer.store.records import Level, Measurement
 
 if TYPE_CHECKING:
     from pytest_infer.deployment import Deployment
@@ -49,7 +49,8 @@ class Suite(ABC):
     fresh: ClassVar[bool] = False  # measures anew in every session (a stored sweep is not a result)
     properties_of_row: ClassVar[tuple[str, ...]] = (
         "verdict", "worst_ratio", "worst_low", "worst_high", "worst_interactivity", "best_part", "stack_throughput",
-        "part_throughput", "mtp_acceptance_rate", "repeats_needed")
+        "part_throughput", "mtp_acceptance_rate", "repeats_needed", "failed_levels", "saturation",
+        "extended_levels")
 
     def __init__(self, run: Run, selection: Selection, lab: Lab) -> None:
         self.run = run
@@ -137,12 +138,63 @@ def measured_row(stack: Stack, m: Measurement | None, message: str = "") -> Stac
     row.levels = [LevelRow(concurrency=lv.concurrency, repeat=lv.repeat, interactivity=round(lv.interactivity, 2),
                            per_gpu_throughput=round(lv.per_gpu_throughput, 1),
                            per_decode_gpu_output_throughput=round(lv.per_decode_gpu_output_throughput, 1),
-                           median_ttft_ms=round(lv.median_ttft_ms, 1), metrics=lv.metrics or None)
+                           median_ttft_ms=round(lv.median_ttft_ms, 1), metrics=lv.metrics or None,
+                           num_prompts=lv.num_prompts, completed=lv.completed, failed=lv.failed,
+                           problems=lv.problems() or None)
                   for lv in m.levels]
+    problems = DataProblems.of(m)
+    row.failed_levels = [*problems.fatal, *problems.tolerated] or None
     if (rate := acceptance(m)) is not None:
         row.mtp_acceptance_rate = round(rate, 4)
     row.warnings = list(m.warnings) or None
     return row
+
+
+@dataclass(frozen=True)
+class DataProblems:
+    """Levels of a measurement that do not count (failed requests, no tokens, requests cut short): they
+    never enter a curve. `fatal` fail the stack; `tolerated` (within a failure threshold the replayed
+    data declares) leave it at best inconclusive."""
+
+    fatal: tuple[str, ...] = ()
+    tolerated: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, m: Measurement) -> DataProblems:
+        fatal: list[str] = []
+        tolerated: list[str] = []
+        for lv in m.levels:
+            (tolerated if lv.tolerated else fatal).extend(
+                f"{p} (within the data's failure threshold {lv.failure_threshold:.0%})" if lv.tolerated else p
+                for p in lv.problems())
+        return cls(tuple(fatal), tuple(tolerated))
+
+    def __bool__(self) -> bool:
+        return bool(self.fatal or self.tolerated)
+
+    def describe(self, who: str, limit: int = 3) -> str:
+        items = [*self.fatal, *self.tolerated]
+        more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+        return f"{who}: level(s) that do not count: {'; '.join(items[:limit])}{more}"
+
+
+def with_problems(verdict: Verdict, own: DataProblems, part_problems: list[str]) -> Verdict:
+    """Failed requests never pass: the stack's own fail it (tolerated ones: at best inconclusive); a
+    part's leave a passing stack inconclusive, its comparison having lost the part's levels."""
+    if own.fatal:
+        verdict.verdict = "fail"
+        verdict.message = f"{own.describe(verdict.stack)}; on the levels that count: {verdict.message}"
+    elif own.tolerated or part_problems:
+        why = [own.describe(verdict.stack)] if own.tolerated else []
+        if verdict.verdict == "pass":
+            verdict.verdict = "inconclusive"
+        verdict.message = "; ".join([*why, *part_problems]) + f"; on the levels that count: {verdict.message}"
+    return verdict
+
+
+def clean_levels(m: Measurement) -> list[Level]:
+    """The levels a curve is built from: every request completed with its tokens."""
+    return [lv for lv in m.levels if lv.ok]
 
 
 def with_verdict(row: StackRow, verdict: Verdict) -> StackRow:
@@ -156,6 +208,9 @@ def with_verdict(row: StackRow, verdict: Verdict) -> StackRow:
         row.worst_interactivity, row.best_part = round(worst.interactivity, 2), worst.part
         row.stack_throughput, row.part_throughput = round(worst.stack_throughput, 1), round(worst.part_throughput, 1)
         row.ratios = {f"{lc.interactivity:.2f}": round(lc.ratio, 4) for lc in verdict.levels}
+        extended = [lc for lc in verdict.levels if lc.extended]
+        row.extended_levels = [f"{lc.interactivity:.2f}" for lc in extended] or None
+        row.saturation = extended[0].note if extended else None
         row.intervals = {f"{lc.interactivity:.2f}": [round(lc.interval.low, 4), round(lc.interval.high, 4)]
                          for lc in verdict.levels}
     return row

@@ -12,48 +12,77 @@ from pytest_infer.report.plots import write_plots
 from pytest_infer.report.rows import Row
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Measurement
-from pytest_infer.suite.base import Result, Suite, acceptance, measured_row, outcome_of, with_verdict
+from pytest_infer.suite.base import (
+    DataProblems,
+    Result,
+    Suite,
+    acceptance,
+    clean_levels,
+    measured_row,
+    outcome_of,
+    with_problems,
+    with_verdict,
+)
 
 
-def sweeps(m: Measurement, name: str) -> Sweeps:
-    return Sweeps.from_records(name, (lv.model_dump() for lv in m.levels))
+def sweeps(m: Measurement, name: str) -> Sweeps | None:
+    """The curve of a measurement's clean levels (a level with failed requests is in none); None when
+    no level counts."""
+    levels = clean_levels(m)
+    return Sweeps.from_records(name, (lv.model_dump() for lv in levels)) if levels else None
 
 
 class Composability(Suite):
     name = "composability"
 
     def check(self, stack: Stack) -> Result:
-        verdict, m = self.verdict(stack)
-        if m.warnings:  # e.g. replayed levels where requests failed: the numbers may flatter the stack
+        verdict, m, part_problems = self.verdict(stack)
+        if m.warnings:  # what the data cannot show (e.g. a format without request counts)
             verdict.message += "\nwarnings: " + "; ".join(m.warnings)
-        return Result(outcome_of(verdict), verdict.message, with_verdict(measured_row(stack, m), verdict))
+        row = with_verdict(measured_row(stack, m), verdict)
+        if part_problems:
+            row.failed_levels = [*(row.failed_levels or []), *part_problems]
+        return Result(outcome_of(verdict), verdict.message, row)
 
-    def verdict(self, stack: Stack) -> tuple[Verdict, Measurement]:
-        """The stack against the best of its measurable parts at matched interactivity."""
+    def verdict(self, stack: Stack) -> tuple[Verdict, Measurement, list[str]]:
+        """The stack against the best of its measurable parts at matched interactivity, on clean levels
+        only; failed requests in the stack fail it, in a part leave it at best inconclusive."""
         stats = self.run.stats()
         self.selection.fail_fast_on_broken_part(stack, failure_of(self.lab.measure))
         m = self.lab.measure(stack)
+        own = DataProblems.of(m)
+        mine = sweeps(m, stack.label)
+        if mine is None:
+            return Verdict(stack.id, "composability", "fail", stats.tolerance,
+                           own.describe(stack.label) + "; no level counts, nothing to compare"), m, []
         if not stack.opts:
-            return Verdict(stack.id, "composability", "pass", stats.tolerance,
-                           f"reference measured: {len(m.levels)} level(s) over {len(m.sweeps())} repeat(s)"), m
-        parts, notes, measured = [], [], {}
+            verdict = Verdict(stack.id, "composability", "pass", stats.tolerance,
+                              f"reference measured: {len(clean_levels(m))} level(s) over {len(m.sweeps())} "
+                              f"repeat(s)")
+            return with_problems(verdict, own, []), m, []
+        parts, notes, measured, part_problems = [], [], {}, []
         for part in stack.parts():
             if self.selection.unsupported(part):
                 continue
             try:
                 measured[part.label] = pm = self.lab.measure(part)
-                parts.append(sweeps(pm, part.label))
             except MeasurementFailed as exc:
                 notes.append(f"part {part.label} could not be measured: {str(exc).splitlines()[0]}")
-        verdict = composability(sweeps(m, stack.label), parts, stats)
+                continue
+            if bad := DataProblems.of(pm):
+                part_problems.append(bad.describe(f"part {part.label}"))
+            if (sw := sweeps(pm, part.label)) is not None:
+                parts.append(sw)
+        verdict = composability(mine, parts, stats)
         verdict.stack = stack.id
         collapse = self._mtp_collapse(stack, m, measured.get("mtp"))
         if collapse:
             verdict.verdict = "fail"
             verdict.message = f"{collapse}; throughput: {verdict.message}"
+        verdict = with_problems(verdict, own, part_problems)
         if notes:
             verdict.message += "\n" + "\n".join(notes)
-        return verdict, m
+        return verdict, m, part_problems
 
     def _mtp_collapse(self, stack: Stack, m: Measurement, mtp: Measurement | None) -> str | None:
         """MTP's acceptance rate in the stack against MTP alone, from the scraped engine metrics."""

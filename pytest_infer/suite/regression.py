@@ -21,7 +21,15 @@ from pytest_infer.space import BASE, Stack, parse_label
 from pytest_infer.store import baselines
 from pytest_infer.store.baselines import BaselineError
 from pytest_infer.store.records import Measurement
-from pytest_infer.suite.base import Result, Suite, measured_row, outcome_of, with_verdict
+from pytest_infer.suite.base import (
+    DataProblems,
+    Result,
+    Suite,
+    measured_row,
+    outcome_of,
+    with_problems,
+    with_verdict,
+)
 from pytest_infer.suite.composability import sweeps
 
 
@@ -90,8 +98,13 @@ class Regression(Suite):
             return self._unjudged(stack, f"baseline {where} is from another environment: {'; '.join(blocking)}; "
                                   f"re-record it with --baseline-update", m)
         m = m if m is not None else self.lab.measure(stack)
-        verdict = regression(sweeps(m, stack.label), sweeps_of(base), run.stats(regression=True))
+        mine, own = sweeps(m, stack.label), DataProblems.of(m)
+        if mine is None:
+            return Result("fail", own.describe(stack.id) + "; no level counts, nothing to compare",
+                          measured_row(stack, m))
+        verdict = regression(mine, sweeps_of(base), run.stats(regression=True))
         verdict.stack = stack.id
+        verdict = with_problems(verdict, own, [])
         changes = baselines.flag_changes(base.argv, m.argv)
         extra = ([f"flags changed since the baseline: {'; '.join(changes)}"] if changes else []) + \
                 ([f"environment: {'; '.join(notes)}"] if notes else [])

@@ -8,7 +8,9 @@ the share for arithmetic requests with no stop string (fixed-length greedy promp
 answer, where the tiny model's MTP layer was never trained and accepts far less). `--max-num-seqs N` caps the requests
 decoded at once (the rest queue), as vLLM's flag does. With FAKE_ARITH it answers "A+B=" prompts with the
 sum and a newline (as the repo's tiny model should), and FAKE_CORRUPT (a fraction) makes that share of
-prompts (chosen by a hash of the prompt, so the same ones every time) answer sum + 1."""
+prompts (chosen by a hash of the prompt, so the same ones every time) answer sum + 1. With FAKE_CUT_EVERY=k
+every k-th streamed request sends one token and ends the stream cleanly, as an engine dying after the
+response headers: `vllm bench serve` counts it as a success."""
 
 from __future__ import annotations
 
@@ -99,9 +101,17 @@ async def completions(request: web.Request) -> web.StreamResponse | web.Response
         return await _stream(resp, n, prompt)
 
 
+CUT_EVERY = int(os.environ.get("FAKE_CUT_EVERY", "0"))
+STREAMS = 0
+
+
 async def _stream(resp: web.StreamResponse, n: int, prompt: str) -> web.StreamResponse:
-    global ACTIVE
+    global ACTIVE, STREAMS
     ACTIVE += 1
+    STREAMS += 1
+    cut = bool(CUT_EVERY) and STREAMS % CUT_EVERY == 0
+    if cut:
+        n = 1  # one token, then the stream just ends: no usage, no [DONE]
     try:
         for i in range(n):
             await asyncio.sleep(DELAY * (1 + ACTIVE / 4))
@@ -111,6 +121,8 @@ async def _stream(resp: web.StreamResponse, n: int, prompt: str) -> web.StreamRe
             _generated(1)
     finally:
         ACTIVE -= 1
+    if cut:
+        return resp
     usage = {"prompt_tokens": len(prompt), "completion_tokens": n}
     await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
     await resp.write(b"data: [DONE]\n\n")
