@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from pytest_infer.matrix import Workload
+from pytest_infer.measure.evidence import Evidence
 
 
 class ResultError(ValueError):
@@ -126,8 +128,10 @@ class Level(BaseModel):
         tokens than the workload asked for. Each names the level, the counts and the file."""
         where = f"concurrency {self.concurrency}" if self.concurrency else (
             f"request rate {self.request_rate:g}/s" if self.request_rate is not None else "a level")
-        src = f" ({self.source})" if self.source else ""
+        src = f" ({Path(self.source).name})" if self.source else ""
         out: list[str] = []
+        if self.completed == 0 and self.num_prompts == 0 and self.output_throughput > 0:
+            return out  # a format that records no request counts (its warnings say so)
         if self.completed == 0:
             out.append(f"{where}: every request failed ({self.failed} failed, 0 completed){src}")
             return out
@@ -186,6 +190,9 @@ class Measurement(Record):
     # a level, failures a format cannot show). Shown with the verdict.
     warnings: list[str] = []
     date: str = ""  # when it was measured (UTC day, or the replayed files' own dates)
+    # What the deployment reported about itself against what the stack claims (measure/evidence.py);
+    # None: not read back (stored before, replayed, or an engine that declares no evidence).
+    evidence: Evidence | None = None
 
     def level(self, concurrency: int, repeat: int = 0) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency and lv.repeat == repeat), None)

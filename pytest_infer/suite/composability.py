@@ -40,11 +40,12 @@ class Composability(Suite):
         if m.warnings:  # what the data cannot show (e.g. a format without request counts)
             verdict.message += "\nwarnings: " + "; ".join(m.warnings)
         row = with_verdict(measured_row(stack, m), verdict)
-        if part_problems:
-            row.failed_levels = [*(row.failed_levels or []), *part_problems]
+        if part_problems:  # every one on the row; the message names the first few
+            row.failed_levels = [*(row.failed_levels or []), *(bad.describe(who, limit=10**6)
+                                                               for who, bad in part_problems)]
         return Result(outcome_of(verdict), verdict.message, row)
 
-    def verdict(self, stack: Stack) -> tuple[Verdict, Measurement, list[str]]:
+    def verdict(self, stack: Stack) -> tuple[Verdict, Measurement, list[tuple[str, DataProblems]]]:
         """The stack against the best of its measurable parts at matched interactivity, on clean levels
         only; failed requests in the stack fail it, in a part leave it at best inconclusive."""
         stats = self.run.stats()
@@ -60,7 +61,8 @@ class Composability(Suite):
                               f"reference measured: {len(clean_levels(m))} level(s) over {len(m.sweeps())} "
                               f"repeat(s)")
             return with_problems(verdict, own, []), m, []
-        parts, notes, measured, part_problems = [], [], {}, []
+        parts, notes, measured = [], [], {}
+        part_problems: list[tuple[str, DataProblems]] = []
         for part in stack.parts():
             if self.selection.unsupported(part):
                 continue
@@ -70,7 +72,7 @@ class Composability(Suite):
                 notes.append(f"part {part.label} could not be measured: {str(exc).splitlines()[0]}")
                 continue
             if bad := DataProblems.of(pm):
-                part_problems.append(bad.describe(f"part {part.label}"))
+                part_problems.append((f"part {part.label}", bad))
             if (sw := sweeps(pm, part.label)) is not None:
                 parts.append(sw)
         verdict = composability(mine, parts, stats)
@@ -79,7 +81,7 @@ class Composability(Suite):
         if collapse:
             verdict.verdict = "fail"
             verdict.message = f"{collapse}; throughput: {verdict.message}"
-        verdict = with_problems(verdict, own, part_problems)
+        verdict = with_problems(verdict, own, [bad.describe(who) for who, bad in part_problems])
         if notes:
             verdict.message += "\n" + "\n".join(notes)
         return verdict, m, part_problems
@@ -104,5 +106,6 @@ class Composability(Suite):
                  + (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
                     f"calibration)" if st.session_noise else "") + ".\n\n")
         text = (markdown.header("Composability", run) + intro + markdown.throughput_table(rows, "best part")
-                + markdown.levels_table(rows) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
+                + markdown.levels_table(rows) + markdown.applied_table(rows)
+                + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
         return markdown.write(run.paths.matrix(self.name), text)
