@@ -76,14 +76,8 @@ def _bench_gpus(gpus: int | None, decode_gpus: int | None, source: str) -> tuple
     return gpus, decode_gpus or gpus  # aggregated serving: every GPU decodes
 
 
-def _refuse_empty(data: dict[str, Any], source: str) -> None:
-    # A dead run (completed 0) is read as a level where every request failed (Level.problems), so its
-    # stack fails saying so; only a file that is no result at all is refused here.
-    _need(data, "completed", source)
-
-
 def _from_vllm(data: dict[str, Any], source: str, gpus: int | None, decode_gpus: int | None) -> Ingested:
-    _refuse_empty(data, source)
+    _need(data, "completed", source)  # 0 is read: a level where every request failed (Level.problems)
     g, d = _bench_gpus(gpus, decode_gpus, source)
     level = Level.from_bench(data, g, d, source)
     return Ingested(
@@ -98,7 +92,7 @@ def _from_vllm(data: dict[str, Any], source: str, gpus: int | None, decode_gpus:
 
 def _from_sglang(data: dict[str, Any], source: str, gpus: int | None, decode_gpus: int | None) -> Ingested:
     # Field names from sgl-project/sglang python/sglang/bench_serving.py, the `result` dict of benchmark().
-    _refuse_empty(data, source)
+    _need(data, "completed", source)  # 0 is read: a level where every request failed (Level.problems)
     g, d = _bench_gpus(gpus, decode_gpus, source)
     out = float(_need(data, "output_throughput", source))
     # The saved result has no total throughput; total = (input + output tokens) / duration.

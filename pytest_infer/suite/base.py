@@ -172,10 +172,12 @@ class DataProblems:
     def __bool__(self) -> bool:
         return bool(self.fatal or self.tolerated)
 
-    def describe(self, who: str, limit: int = 3) -> str:
+    def describe(self, who: str, limit: int | None = 3) -> str:
+        """One line naming the levels; the first `limit` of them (None: all)."""
         items = [*self.fatal, *self.tolerated]
-        more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
-        return f"{who}: level(s) that do not count: {'; '.join(items[:limit])}{more}"
+        shown = items if limit is None else items[:limit]
+        more = f" (and {len(items) - len(shown)} more)" if len(shown) < len(items) else ""
+        return f"{who}: level(s) that do not count: {'; '.join(shown)}{more}"
 
 
 def with_problems(verdict: Verdict, own: DataProblems, part_problems: list[str]) -> Verdict:

@@ -41,8 +41,8 @@ class Composability(Suite):
             verdict.message += "\nwarnings: " + "; ".join(m.warnings)
         row = with_verdict(measured_row(stack, m), verdict)
         if part_problems:  # every one on the row; the message names the first few
-            row.failed_levels = [*(row.failed_levels or []), *(bad.describe(who, limit=10**6)
-                                                               for who, bad in part_problems)]
+            row.failed_levels = [*(row.failed_levels or []),
+                                 *(bad.describe(who, limit=None) for who, bad in part_problems)]
         return Result(outcome_of(verdict), verdict.message, row)
 
     def verdict(self, stack: Stack) -> tuple[Verdict, Measurement, list[tuple[str, DataProblems]]]:
@@ -106,6 +106,5 @@ class Composability(Suite):
                  + (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
                     f"calibration)" if st.session_noise else "") + ".\n\n")
         text = (markdown.header("Composability", run) + intro + markdown.throughput_table(rows, "best part")
-                + markdown.levels_table(rows)
-                + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
+                + markdown.levels_table(rows) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
         return markdown.write(run.paths.matrix(self.name), text)
