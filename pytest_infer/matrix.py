@@ -9,9 +9,9 @@ from __future__ import annotations
 import fnmatch
 import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pytest_infer.analysis.stats import two_sided_z
 from pytest_infer.yamlfile import parse_model
@@ -141,6 +141,52 @@ class Layout(_Strict):
     nodes: dict[str, int] = {}  # GPU kind -> nodes per server when this optimization is on
 
 
+# A condition on a value an engine reports about itself: "*" (set: not None, False or empty), ">N" (a number
+# above N), or globs with "|" between alternatives ("*fp4*|quark").
+Condition = Annotated[str, StringConstraints(pattern=r"^(\*|>-?[0-9]+(\.[0-9]+)?|[^>|][^|]*(\|[^|]+)*)$")]
+
+
+class EvidenceSpec(_Strict):
+    """What a deployment running an optimization reports about itself (measure/evidence.py): what every
+    serving role logs and exports with it, and -- the same conditions -- what a stack without it must not."""
+
+    args: dict[str, Condition] = {}  # key of the non-default arguments line -> condition, on every serving role
+    config: dict[str, Condition] = {}  # key of the resolved engine config line -> condition, on every serving role
+    counters: list[str] = []  # /metrics samples that must have counted (> 0) on some role after traffic
+    ranks: Condition | None = None  # engine ranks each serving role exports on /metrics (rank_label)
+    by_vendor: dict[str, EvidenceSpec] = {}
+
+    def resolve(self, vendor: str) -> EvidenceSpec:
+        """The vendor's conditions over the general ones (same keys: the vendor's win)."""
+        sub = self.by_vendor.get(vendor)
+        if sub is None:
+            return self.model_copy(update={"by_vendor": {}})
+        sub = sub.resolve(vendor)
+        return EvidenceSpec(args={**self.args, **sub.args}, config={**self.config, **sub.config},
+                            counters=list(dict.fromkeys([*self.counters, *sub.counters])),
+                            ranks=sub.ranks if sub.ranks is not None else self.ranks)
+
+
+class EngineEvidence(_Strict):
+    """Where an engine says what it runs, and what each optimization makes it say (measure/evidence.py).
+    The markers: of its start-up log line of non-default arguments (a Python dict follows), of its resolved
+    config line (key=value, ... follows); the /metrics label that numbers its engine ranks (data parallel).
+    Apart from the optimizations' flags: a flag the launch drops must not take its evidence with it."""
+
+    args_line: str = ""
+    config_line: str = ""
+    rank_label: str = ""
+    optimizations: dict[str, EvidenceSpec] = {}
+
+    @model_validator(mode="after")
+    def _readable(self) -> EngineEvidence:
+        for name, spec in self.optimizations.items():
+            for where, need in (("args", "args_line"), ("config", "config_line"), ("ranks", "rank_label")):
+                if any(getattr(s, where) for s in (spec, *spec.by_vendor.values())) and not getattr(self, need):
+                    raise ValueError(f"evidence.optimizations.{name}.{where} needs evidence.{need}")
+        return self
+
+
 class EngineOptimization(Fragment):
     layout: Layout = Layout()
 
@@ -165,6 +211,7 @@ class EngineFile(_Strict):
     precisions: dict[str, Fragment] = {}
     optimizations: dict[str, EngineOptimization] = {}
     gpus: dict[str, GpuSupport]
+    evidence: EngineEvidence = EngineEvidence()  # how a deployment's optimizations are read back
 
 
 class KnownBroken(_Strict):
@@ -290,6 +337,8 @@ class Matrix:
             for opt in self.optimizations:
                 need(opt in engine.optimizations, file, f"optimizations.{opt}",
                      "missing: say how this engine runs it (or mark it unsupported per GPU)")
+            for opt in engine.evidence.optimizations:
+                need(opt in self.optimizations, file, f"evidence.optimizations.{opt}", "not in optimizations.yaml")
         for i, kb in enumerate(self.known_broken):
             need(kb.engine in self.engines, "known_broken.yaml", f"known_broken.{i}.engine",
                  f"unknown engine {kb.engine!r}")

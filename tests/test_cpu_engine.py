@@ -108,6 +108,8 @@ def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]],
     engine["optimizations"] = fragments
     for kind in engine["gpus"].values():  # per-GPU notes may only name optimizations that exist
         kind["unsupported"] = {k: v for k, v in kind.get("unsupported", {}).items() if k in fragments}
+    evidence = engine.get("evidence", {})  # so may the evidence of what each one applies
+    evidence["optimizations"] = {k: v for k, v in evidence.get("optimizations", {}).items() if k in fragments}
     (root / "engines" / "vllm.yaml").write_text(yaml.safe_dump(engine))
     (root / "known_broken.yaml").write_text("known_broken: []\n")
     if cpu_workload:

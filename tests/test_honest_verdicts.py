@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_replay import DATA, KV, OFFLOAD, _copy, _kv_matrices, _raw, _rows, _run
+from replaydata import json_of, kv_matrices
+from test_replay import DATA, KV, OFFLOAD, _copy, _rows, _run
 
 from pytest_infer.analysis.checks import Stats, composability
 from pytest_infer.analysis.curve import Point, Sweeps
@@ -30,7 +31,7 @@ def _subset(dst: Path, tp: int, on: list[int], off: list[int]) -> Path:
     """The kv-offload files of one TP: offload on at the `on` users, off at the `off` users."""
     dst.mkdir(parents=True)
     for f in OFFLOAD.glob(f"*_tp{tp}_*.json"):
-        d = _raw(f)
+        d = json_of(f)
         if d["users"] in (on if d["offload_mode"] == "on" else off):
             shutil.copy(f, dst / f.name)
     return dst
@@ -40,7 +41,7 @@ def test_a_part_with_failed_requests_does_not_pass_and_shows_on_the_stack(pytest
     """Case 1 of the issue: offload on at users 2-128, off at 2, 8, 16, 128, 256 (its users-256 level:
     437 of 519 requests failed). Before: `base PASS`, the offload stack `PASS ratio 0.995`."""
     res = _subset(pytester.path / "res" / "kv", 4, [2, 4, 8, 12, 16, 24, 32, 48, 64, 128], [2, 8, 16, 128, 256])
-    result = _run(pytester, "b200", res.parent, "--infer-matrices", str(_kv_matrices(pytester.path / "m")))
+    result = _run(pytester, "b200", res.parent, "--infer-matrices", str(kv_matrices(pytester.path / "m")))
     outcomes = result.parseoutcomes()
     assert "passed" not in outcomes, outcomes
     rows = _rows(pytester, "b200")
@@ -68,7 +69,7 @@ def test_raw_vllm_file_with_failed_requests_fails_its_stack(pytester: pytest.Pyt
     shutil.copytree(DISAGG, base)
     (base / "infer-results.yaml").write_text(BASE_MANIFEST.replace("gpt", DISAGG.name))
     f = res / DISAGG.name / "concurrency_64.json"
-    d = _raw(f)
+    d = json_of(f)
     d.update(completed=600, failed=40)
     f.write_text(json.dumps(d))
     result = _run(pytester, "b200", res)
@@ -86,7 +87,7 @@ def test_a_replay_that_cannot_read_a_file_is_a_usage_error_printed_once(pytester
     res = pytester.path / "res"
     _copy(res, DISAGG, manifest=DISAGG_MANIFEST)
     f = res / DISAGG.name / "concurrency_8.json"
-    d = _raw(f)
+    d = json_of(f)
     del d["median_tpot_ms"]
     f.write_text(json.dumps(d))
     result = _run(pytester, "b200", res)
@@ -99,11 +100,15 @@ def test_a_replay_that_cannot_read_a_file_is_a_usage_error_printed_once(pytester
 def test_the_report_header_describes_the_replayed_data(pytester: pytest.Pytester) -> None:
     """Case 6: the header named this machine's engine version and model; it names the data's."""
     res = _subset(pytester.path / "res" / "kv", 8, [1, 2, 4], [1, 2, 4])
-    _run(pytester, "b200", res.parent, "--infer-matrices", str(_kv_matrices(pytester.path / "m")))
+    shutil.copytree(DATA / "not-results", res.parent / "not-results")  # skipped, and said so
+    _run(pytester, "b200", res.parent, "--infer-matrices", str(kv_matrices(pytester.path / "m")))
     md = (pytester.path / "r" / "b200" / "composability.md").read_text()
     head = md.split("\n\n")[1]
     assert "`vllm 0.19.1`" in head and "`nvidia/DeepSeek-R1-0528-FP4`" in head and "GPUs `b200`" in head, head
     assert "0.32" not in head and "tiny" not in head
+    assert "; 2 file(s) skipped:" in head, head
+    listed = [ln for ln in md.splitlines() if ln.startswith("- ") and "not-results" in ln]
+    assert len(listed) == 2 and all("not a result: unknown format" in ln for ln in listed), listed
 
 
 def _levels(pts: list[tuple[int, float, float]]) -> list[tuple[int, int, Point]]:
@@ -141,12 +146,12 @@ def test_a_collapsed_top_level_makes_no_saturation() -> None:
 def test_a_dead_level_and_tokens_cut_short_do_not_count() -> None:
     """Case 7, on the level: a file where every request failed is a level with nothing in it (not an
     error), and requests counted as completed with too few tokens make the level not count."""
-    dead = Level.from_bench(_raw(DATA / "single-node" / "failed-run_minimaxm2.5_8k1k_conc64.json"), 8, 8, "x.json")
+    dead = Level.from_bench(json_of(DATA / "single-node" / "failed-run_minimaxm2.5_8k1k_conc64.json"), 8, 8, "x.json")
     assert dead.problems()[0].startswith("concurrency 64: every request failed")
-    data = _raw(DISAGG / "concurrency_4.json") | {"output_lens": [1024] * 39 + [1], "errors": [""] * 40}
+    data = json_of(DISAGG / "concurrency_4.json") | {"output_lens": [1024] * 39 + [1], "errors": [""] * 40}
     level = Level.from_bench(data, 16, 8, "c4.json")
     level.expect_at_least(data, 1024)
     assert level.problems() == ["concurrency 4: 1 of 40 completed requests returned fewer output tokens than the "
                                 "workload asks for (ignore_eos) (c4.json)"]
-    zero = Level.from_bench(_raw(DISAGG / "concurrency_4.json") | {"total_output_tokens": 0}, 16, 8, "c4.json")
+    zero = Level.from_bench(json_of(DISAGG / "concurrency_4.json") | {"total_output_tokens": 0}, 16, 8, "c4.json")
     assert "0 output tokens came back" in zero.problems()[0]

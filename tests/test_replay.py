@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from replaydata import json_of, kv_matrices
 from scipy.interpolate import PchipInterpolator
 
 from pytest_infer.matrix import Matrix, Workload, default_root
@@ -37,21 +38,6 @@ OPTS = ["fp4", "disagg", "wideep", "mtp"]
 KV = "b200-vllm-fp4+kvoffload@dsr1-agentic-tp{}-ep{}"
 
 
-def _raw(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def _kv_matrices(dst: Path) -> Path:
-    """The shipped matrices plus a `kvoffload` optimization (data only, as a user would add it)."""
-    shutil.copytree(default_root(), dst, ignore=shutil.ignore_patterns("*.md"))
-    (dst / "optimizations.yaml").write_text((dst / "optimizations.yaml").read_text() + (
-        "  kvoffload:\n    summary: KV-cache offload to host memory\n"))
-    engine = dst / "engines" / "vllm.yaml"
-    engine.write_text(engine.read_text().replace("\n# What vLLM can run", (
-        "\n  kvoffload:\n    args: [--kv-offloading-size, '64', --kv-offloading-backend, native]\n"
-        "\n# What vLLM can run")))
-    return dst
 
 
 def _copy(dst: Path, *folders: Path, manifest: str = "") -> Path:
@@ -95,16 +81,16 @@ def test_gpu_kind_from_runner_names() -> None:
 def test_optimizations_and_variant_from_inferencex_fields() -> None:
     on = next(OFFLOAD.glob("*tp4_users16_offloadon*.json"))
     off = next(OFFLOAD.glob("*tp8_users16_offloadoff*.json"))
-    assert opts_of(_raw(on), on.name, [*OPTS, "kvoffload"]) == ("fp4", "kvoffload")
-    assert opts_of(_raw(off), off.name, [*OPTS, "kvoffload"]) == ("fp4",)
+    assert opts_of(json_of(on), on.name, [*OPTS, "kvoffload"]) == ("fp4", "kvoffload")
+    assert opts_of(json_of(off), off.name, [*OPTS, "kvoffload"]) == ("fp4",)
     with pytest.raises(ReplayError) as e:
-        opts_of(_raw(on), on.name, OPTS)
+        opts_of(json_of(on), on.name, OPTS)
     assert str(e.value) == (f"{on.name}: offload_mode 'on' needs optimization 'kvoffload' in the matrices "
                             "(--infer-matrices)")
-    assert variant_of(_raw(on)) == "dsr1-agentic-tp4-ep4" and variant_of(_raw(off)) == "dsr1-agentic-tp8-ep8"
+    assert variant_of(json_of(on)) == "dsr1-agentic-tp4-ep4" and variant_of(json_of(off)) == "dsr1-agentic-tp8-ep8"
     kimi = sorted(SINGLE.glob("agg_kimik2.5_*.json"))
-    assert [variant_of(_raw(f)) for f in kimi] == ["kimik2.5-1k1k-tp8-ep1"] + ["kimik2.5-8k1k-tp8-ep1"] * 2
-    assert {opts_of(_raw(f), f.name, OPTS) for f in kimi} == {("mtp",)}  # int4 is the model's reference
+    assert [variant_of(json_of(f)) for f in kimi] == ["kimik2.5-1k1k-tp8-ep1"] + ["kimik2.5-8k1k-tp8-ep1"] * 2
+    assert {opts_of(json_of(f), f.name, OPTS) for f in kimi} == {("mtp",)}  # int4 is the model's reference
     wide = {"precision": "fp8", "spec_decoding": "mtp", "disagg": True, "is_multinode": True,
             "dp_attention": "true", "ep": 16, "offload_mode": "off"}
     assert opts_of(wide, "x.json", OPTS) == ("disagg", "wideep", "mtp")
@@ -124,20 +110,21 @@ def test_stack_variant_in_id_and_parts() -> None:
 
 
 def test_classify_groups_by_stack_and_variant(tmp_path: Path) -> None:
-    matrix = Matrix(_kv_matrices(tmp_path / "m"))
+    matrix = Matrix(kv_matrices(tmp_path / "m"))
     res = _copy(tmp_path / "res", OFFLOAD, SINGLE)
     # The raw failed-run file of single-node/ has no manifest: a one-line error naming its folder.
     with pytest.raises(ReplayError, match=r"single-node: raw benchmark results .* add infer-results.yaml to it"):
         classify(res, matrix, "b200", ["vllm"])
     (res / "single-node" / "failed-run_minimaxm2.5_8k1k_conc64.json").unlink()
-    groups = classify(res, matrix, "b200", ["vllm"])  # mi355x files are left out
+    groups, skipped = classify(res, matrix, "b200", ["vllm"])  # mi355x files are left out
+    assert skipped == []
     sizes = {s.id: len(recs) for s, recs in groups.items()}
-    tp = {n: [_raw(f)["tp"] for f in OFFLOAD.glob(f"*offload{n}*.json")] for n in ("on", "off")}
+    tp = {n: [json_of(f)["tp"] for f in OFFLOAD.glob(f"*offload{n}*.json")] for n in ("on", "off")}
     assert sizes == {KV.format(4, 4): tp["on"].count(4), KV.format(8, 8): tp["on"].count(8),
                      "b200-vllm-fp4@dsr1-agentic-tp4-ep4": tp["off"].count(4),
                      "b200-vllm-fp4@dsr1-agentic-tp8-ep8": tp["off"].count(8)}
     assert sizes[KV.format(8, 8)] == 9 and sizes["b200-vllm-fp4@dsr1-agentic-tp8-ep8"] == 11
-    kimi = classify(res / "single-node", matrix, "mi355x", ["vllm"])
+    kimi, _ = classify(res / "single-node", matrix, "mi355x", ["vllm"])
     assert {s.id: len(r) for s, r in kimi.items()} == {"mi355x-vllm-mtp@kimik2.5-1k1k-tp8-ep1": 1,
                                                        "mi355x-vllm-mtp@kimik2.5-8k1k-tp8-ep1": 2}
     with pytest.raises(ReplayError, match=r"no results for b200 with vllm; found: mi355x/vllm \(3 results\)"):
@@ -151,17 +138,17 @@ def test_same_concurrency_files_are_repeats_and_gpu_counts_come_from_the_manifes
     for c in (4, 8):
         shutil.copy(src / f"concurrency_{c}.json", res / f"concurrency_{c}.json")
         shutil.copy(src / f"concurrency_{c * 2}.json", res / f"concurrency_{c}_again.json")
-        again = _raw(res / f"concurrency_{c}_again.json") | {"max_concurrency": c}
+        again = json_of(res / f"concurrency_{c}_again.json") | {"max_concurrency": c}
         (res / f"concurrency_{c}_again.json").write_text(json.dumps(again))
     (res / "infer-results.yaml").write_text("- {files: 'concurrency_*.json', stack: disagg+mtp, gpus: 16, "
                                             "decode_gpus: 8, variant: oss}\n")
     matrix = Matrix(default_root())
-    [(stack, recs)] = classify(tmp_path / "res", matrix, "h200", ["vllm"]).items()
+    [(stack, recs)] = classify(tmp_path / "res", matrix, "h200", ["vllm"])[0].items()
     assert stack == Stack("h200", "vllm", ("disagg", "mtp"), "oss")
     m = measurement(stack, recs, matrix)
     assert (m.status, m.gpus, m.decode_gpus, m.workload.repeats) == ("ok", 16, 8, 2)
     assert [(lv.concurrency, lv.repeat) for lv in m.levels] == [(4, 0), (4, 1), (8, 0), (8, 1)]
-    again = _raw(src / "concurrency_8.json")
+    again = json_of(src / "concurrency_8.json")
     assert m.levels[1].per_gpu_throughput == again["total_token_throughput"] / 16
     # 1k/1k makes total = 2 x output, so total/16 == output/8: these two tell the GPU counts apart.
     assert m.levels[1].per_gpu_output_throughput == again["output_throughput"] / 16
@@ -208,7 +195,7 @@ def _expected_ratios(tp: int) -> dict[str, float]:
     its best point serves lower interactivity), kept where the part covers it, 0.5% apart."""
     curves, saturated = {}, {}
     for mode in ("on", "off"):
-        files = [d for d in map(_raw, OFFLOAD.glob(f"*_tp{tp}_*offload{mode}*.json"))
+        files = [d for d in map(json_of, OFFLOAD.glob(f"*_tp{tp}_*offload{mode}*.json"))
                  if d["num_requests_successful"] == d["num_requests_total"]]  # failed requests: in no curve
         curves[mode] = _frontier([(1 / d["median_itl"], d["tput_per_gpu"]) for d in files])
         saturated[mode] = _saturated(files)
@@ -234,7 +221,7 @@ def _expected_ratios(tp: int) -> dict[str, float]:
 
 
 def test_kv_offload_replayed_against_its_offload_off_part(pytester: pytest.Pytester) -> None:
-    matrices = _kv_matrices(pytester.path / "m")
+    matrices = kv_matrices(pytester.path / "m")
     result = _run(pytester, "b200", _copy(pytester.path / "res", OFFLOAD), "--infer-matrices", str(matrices))
     # Only the stacks the results hold: two variants, offload on and off (the fp4 part has no part here).
     # Every sweep of these agentic runs lost requests at some level: no stack passes on them.
@@ -249,7 +236,7 @@ def test_kv_offload_replayed_against_its_offload_off_part(pytester: pytest.Pytes
         for x, ratio in expected.items():
             assert row["ratios"][x] == pytest.approx(ratio, abs=6e-5), x
         assert row["worst_ratio"] == pytest.approx(min(expected.values()), abs=6e-5)
-        files = {_raw(f)["users"]: _raw(f) for f in OFFLOAD.glob(f"*_tp{tp}_*offloadon*.json")}
+        files = {json_of(f)["users"]: json_of(f) for f in OFFLOAD.glob(f"*_tp{tp}_*offloadon*.json")}
         assert [lv["concurrency"] for lv in row["levels"]] == sorted(files)  # every level, counted or not
         for lv in row["levels"]:
             d = files[lv["concurrency"]]
@@ -292,7 +279,7 @@ def test_disagg_raw_files_normalised_per_gpu_and_per_decode_gpu(pytester: pytest
     for folder in folders:
         row = rows[f"b200-vllm-disagg@{folder.name}"]
         assert (row["gpus"], row["decode_gpus"]) == (16, 8) and "warnings" not in row
-        raw = {d["max_concurrency"]: d for d in map(_raw, folder.glob("concurrency_*.json"))}
+        raw = {d["max_concurrency"]: d for d in map(json_of, folder.glob("concurrency_*.json"))}
         assert [lv["concurrency"] for lv in row["levels"]] == [4, 8, 16, 32, 64, 128, 256, 512]
         for lv in row["levels"]:
             d = raw[lv["concurrency"]]

@@ -25,6 +25,7 @@ from pytest_infer.launch import gpus
 from pytest_infer.launch.leases import ROLE_VARIABLE, LeaseError
 from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
 from pytest_infer.matrix import Matrix
+from pytest_infer.measure.evidence import read_back
 from pytest_infer.measure.load import BenchClient, LoadError, Target, run_level, shortest_output
 from pytest_infer.measure.metrics import Scraper
 from pytest_infer.measure.smoke import SmokeResult, one_completion
@@ -348,6 +349,16 @@ class Runner:
                         self.store.save(member.m)
             for member in up:
                 if member.stack.id not in done:
+                    # The stack is what it claims: its deployment's own account, after the traffic.
+                    member.m.evidence = ev = read_back(self.matrix, member.stack, member.dep,
+                                                       self.paths.logs(member.stack.id),
+                                                       [lv.metrics for lv in member.m.levels])
+                    if ev is not None and not ev.ok:
+                        member.m.status, member.m.error = "failed", ev.failure()
+                        self.log(f"[infer] {member.stack.id}: {member.m.error.splitlines()[0]}")
+                        self.store.save(member.m)
+                        done[member.stack.id] = member.m
+                        continue
                     member.m.status = "ok"
                     self.store.save(member.m)
                     done[member.stack.id] = member.m
@@ -427,11 +438,14 @@ def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeRe
         with launcher:
             launch_s = time.monotonic() - t0
             first_s, text = first_completion(launcher, dep)
+            evidence = read_back(runner.matrix, stack, dep, runner.paths.logs(stack.id, "smoke"))
     except (LaunchError, MeasurementFailed) as exc:
         causes = root_causes(runner.paths.logs(stack.id, "smoke"))
         raise MeasurementFailed((f"root cause: {causes}\n" if causes else "") + str(exc)) from None
     runner.log(f"[infer] {stack.id}: healthy after {launch_s:.0f} s, first completion in {first_s:.2f} s: {text!r}")
-    return SmokeResult(launch_s, first_s, text)
+    if evidence is not None and not evidence.ok:
+        raise MeasurementFailed(evidence.failure())
+    return SmokeResult(launch_s, first_s, text, evidence)
 
 
 def first_completion(launcher: LocalLauncher, dep: Deployment, max_tokens: int = 8,

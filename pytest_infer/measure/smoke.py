@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 
 from pytest_infer.deployment import Deployment
+from pytest_infer.measure.evidence import Evidence
 
 PROMPT = "12+34="
 
@@ -18,6 +19,7 @@ class SmokeResult:
     launch_s: float
     first_s: float  # latency of the one request
     text: str
+    evidence: Evidence | None = None  # what the deployment showed of its stack's claims (measure/evidence.py)
 
 
 def one_completion(dep: Deployment, max_tokens: int = 8, timeout_s: float = 300) -> tuple[float, str]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
+from pytest_infer.measure.evidence import FAILED
 from pytest_infer.measure.metrics import pooled_acceptance
 from pytest_infer.report.rows import Row
 from pytest_infer.store.store import SKIPPED, Store
@@ -132,6 +133,26 @@ def levels_table(rows: list[Row]) -> str:
                                          "tok/s/GPU (± sd)",
                                          "output tok/s per decode GPU", "MTP acceptance", "KV cache max",
                                          "preemptions", "host CPU steal (max)"]) + "\n"
+
+
+def applied_table(rows: list[Row]) -> str:
+    """Per stack, what its deployment reported about itself against what the stack claims (its serving
+    roles' non-default arguments, engine config, /metrics counters and ranks): the stack is what it claims.
+    Empty when no row has any (a replay, an engine that declares no evidence)."""
+    out: list[list[str]] = []
+    for row in rows:
+        text = row.data.applied
+        failed = next((t for t in (row.data.message, row.detail) if t and t.startswith(FAILED)), None)
+        if text is None and failed is not None:
+            text = "CONTRADICTED: " + failed.splitlines()[0].removeprefix(f"{FAILED}: ")
+        if text is not None:
+            out.append([f"`{row.stack}`", " ".join(text.replace("|", "\\|").split())])
+    if not out:
+        return ""
+    return ("\n## Applied configuration\n\nWhat each deployment reported about itself after traffic (its serving "
+            "roles' non-default arguments and engine config lines, /metrics counters and engine ranks) against what "
+            "its stack claims; a contradiction fails the stack.\n\n"
+            + tabulate(out, tablefmt="github", disable_numparse=True, headers=["stack", "evidence"]) + "\n")
 
 
 def summary_lines(rows: list[Row]) -> list[str]:

@@ -53,6 +53,7 @@ class StackRow(BaseModel):
     levels: list[LevelRow] | None = None
     mtp_acceptance_rate: float | None = None
     warnings: list[str] | None = None  # what the data cannot show (e.g. a format without request counts)
+    applied: str | None = None  # what the deployment showed of the stack's claims (measure/evidence.py), one line
     # Levels of the stack, and of the parts it was compared with, that do not count (failed requests...)
     failed_levels: list[str] | None = None
     saturation: str | None = None  # the flat extension of a saturated sweep served some level: why

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from pytest_infer.matrix import Workload
+from pytest_infer.measure.evidence import Evidence
 
 
 class ResultError(ValueError):
@@ -189,6 +190,9 @@ class Measurement(Record):
     # a level, failures a format cannot show). Shown with the verdict.
     warnings: list[str] = []
     date: str = ""  # when it was measured (UTC day, or the replayed files' own dates)
+    # What the deployment reported about itself against what the stack claims (measure/evidence.py);
+    # None: not read back (stored before, replayed, or an engine that declares no evidence).
+    evidence: Evidence | None = None
 
     def level(self, concurrency: int, repeat: int = 0) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency and lv.repeat == repeat), None)

@@ -104,7 +104,11 @@ class Suite(ABC):
             result = self.check(stack)
         except self.errors() as exc:
             self.record(item, StackRow(stack=stack.id, message=str(exc)))
-            pytest.fail(f"{stack.id}: {self.failed_words(exc)}: {exc}", pytrace=False)
+            failure = f"{stack.id}: {self.failed_words(exc)}: {exc}"
+        else:
+            failure = ""
+        if failure:  # raised outside the handler: no "During handling of the above exception" in the report
+            pytest.fail(failure, pytrace=False)
         self.record(item, result.row)
         if result.outcome == "fail":
             pytest.fail(f"{stack.id} {self.name}: {result.message}", pytrace=False)
@@ -147,6 +151,7 @@ def measured_row(stack: Stack, m: Measurement | None, message: str = "") -> Stac
     if (rate := acceptance(m)) is not None:
         row.mtp_acceptance_rate = round(rate, 4)
     row.warnings = list(m.warnings) or None
+    row.applied = m.evidence.summary() if m.evidence is not None else None
     return row
 
 

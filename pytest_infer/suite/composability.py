@@ -106,5 +106,6 @@ class Composability(Suite):
                  + (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
                     f"calibration)" if st.session_noise else "") + ".\n\n")
         text = (markdown.header("Composability", run) + intro + markdown.throughput_table(rows, "best part")
-                + markdown.levels_table(rows) + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
+                + markdown.levels_table(rows) + markdown.applied_table(rows)
+                + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
         return markdown.write(run.paths.matrix(self.name), text)

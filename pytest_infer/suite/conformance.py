@@ -304,5 +304,5 @@ class Conformance(Suite):
 
     def report(self, rows: list[Row]) -> Path:
         text = (markdown.header("Conformance", self.run)
-                + conformance.intro(self.confidence) + conformance.table(rows))
+                + conformance.intro(self.confidence) + conformance.table(rows) + markdown.applied_table(rows))
         return markdown.write(self.run.paths.matrix(self.name), text)

@@ -136,5 +136,5 @@ class Regression(Suite):
                  f"otherwise inconclusive{noise}."
                  + (" This run wrote the baselines (--baseline-update)." if opts.baseline_update else "") + "\n\n")
         text = (markdown.header("Regression", run) + intro + markdown.throughput_table(rows, "baseline")
-                + markdown.levels_table(rows))
+                + markdown.levels_table(rows) + markdown.applied_table(rows))
         return markdown.write(run.paths.matrix(self.name), text)

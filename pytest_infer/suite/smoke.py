@@ -40,9 +40,10 @@ class Smoke(Suite):
         message = (f"healthy after {got.launch_s:.0f} s; one greedy completion in {got.first_s:.2f} s: "
                    f"{got.text!r}")
         return Result("pass", message, StackRow(stack=stack.id, message=message, launch_s=round(got.launch_s, 1),
-                                                first_request_s=round(got.first_s, 2)))
+                                                first_request_s=round(got.first_s, 2),
+                                                applied=got.evidence.summary() if got.evidence else None))
 
     def report(self, rows: list[Row]) -> Path:
         text = (markdown.header("Smoke", self.run) + "Each stack launched and asked for one greedy completion.\n\n"
-                + markdown.throughput_table(rows, "best part"))
+                + markdown.throughput_table(rows, "best part") + markdown.applied_table(rows))
         return markdown.write(self.run.paths.matrix(self.name), text)

@@ -1,0 +1,27 @@
+"""Shared by the replay tests: the field's files as dicts, and the matrices with a KV-offload optimization."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pytest_infer.matrix import default_root
+
+
+def json_of(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def kv_matrices(dst: Path) -> Path:
+    """The shipped matrices plus a `kvoffload` optimization (data only, as a user would add it)."""
+    shutil.copytree(default_root(), dst, ignore=shutil.ignore_patterns("*.md"))
+    (dst / "optimizations.yaml").write_text((dst / "optimizations.yaml").read_text() + (
+        "  kvoffload:\n    summary: KV-cache offload to host memory\n"))
+    engine = dst / "engines" / "vllm.yaml"
+    engine.write_text(engine.read_text().replace("\n# What vLLM can run", (
+        "\n  kvoffload:\n    args: [--kv-offloading-size, '64', --kv-offloading-backend, native]\n"
+        "\n# What vLLM can run")))
+    return dst
