@@ -65,7 +65,9 @@ class Lab:
             engine_version=run.versions.get(engine) or "unknown", local_models=local, model_fingerprint=fingerprint,
             launch_timeout_s=opts.launch_timeout_s, replay=run.replay, log=self.log, run_id=run.run_id,
             fresh=self.fresh, extra_args=run.extra_args.get(engine, ()),
-            pool=None if run.replay else self.device_pool(), host_devices=run.matrix.gpus[run.gpu].host_devices,
+            # On Slurm the lease is the job: the allocation's devices, not a pool on this host.
+            pool=None if run.replay or opts.slurm is not None else self.device_pool(),
+            host_devices=run.matrix.gpus[run.gpu].host_devices, slurm=opts.slurm,
             device="" if run.replay else device_fingerprint(run.vendor))
         self._runners[engine] = runner
         return runner

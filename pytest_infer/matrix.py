@@ -212,6 +212,12 @@ class EngineFile(_Strict):
     optimizations: dict[str, EngineOptimization] = {}
     gpus: dict[str, GpuSupport]
     evidence: EngineEvidence = EngineEvidence()  # how a deployment's optimizations are read back
+    # The engine's container image per GPU kind or vendor (a kind's entry wins): on Slurm each role's step
+    # runs in it (pyxis --container-image, as InferenceX's launchers do); none: the engine on the nodes' PATH.
+    images: dict[str, str] = {}
+
+    def image_for(self, gpu: str, vendor: str) -> str | None:
+        return self.images.get(gpu, self.images.get(vendor))
 
 
 class KnownBroken(_Strict):

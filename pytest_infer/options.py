@@ -10,13 +10,18 @@ name a conftest or another plugin took stays theirs.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_infer.suite import REGISTRY
+
+if TYPE_CHECKING:
+    from pytest_infer.launch.slurm import SlurmSettings
 
 SUITES = tuple(REGISTRY)
 
@@ -25,7 +30,7 @@ LEGACY = {
     "--infer-engine": "--engine", "--infer-model": "--model", "--infer-stack": "--stack",
     "--infer-report-dir": "--report-dir", "--infer-results": "--results",
     "--infer-baseline-dir": "--baseline-dir", "--infer-baseline-update": "--baseline-update",
-    "--infer-baseline-strict": "--baseline-strict",
+    "--infer-baseline-strict": "--baseline-strict", "--infer-launcher": "--launcher",
 }
 GROUP = "infer"
 
@@ -50,6 +55,8 @@ def _declare() -> dict[str, dict[str, Any]]:
                                         "baselines instead of comparing"},
         "--infer-baseline-strict": {"action": "store_true", "help": "regression suite: a missing baseline or one from "
                                         "another environment fails (default: skip)"},
+        "--infer-launcher": {"metavar": "{local,slurm}", "help": "where deployments run: local processes (default), or "
+                                 "one Slurm job each (sbatch; --infer-slurm-* options)"},
     }
 
 
@@ -78,7 +85,19 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--infer-lease-dir", metavar="DIR",
                 help="where the per-device lease locks live (default: one directory per user in the temp dir)")
     g.addoption("--infer-launch-timeout", metavar="S", type=float, default=900.0,
-                help="seconds a deployment may take to become healthy (default 900)")
+                help="seconds a deployment may take to become healthy (default 900; on Slurm from when its job runs)")
+    for name, what in (("partition", "partition"), ("account", "account"), ("qos", "QoS"),
+                       ("reservation", "reservation")):
+        g.addoption(f"--infer-slurm-{name}", metavar=name.upper(), help=f"--launcher slurm: the jobs' {what}")
+    g.addoption("--infer-slurm-time", metavar="LIMIT", default="04:00:00",
+                help="--launcher slurm: each job's time limit (default 04:00:00): a pytest killed with SIGKILL "
+                     "leaves a job that ends by it, and the next run cancels it")
+    g.addoption("--infer-slurm-args", metavar="ARGS",
+                help="--launcher slurm: more sbatch arguments, e.g. '--exclusive'")
+    g.addoption("--infer-slurm-output", metavar="DIR", help="--launcher slurm: where each job's own output goes "
+                "(default: the stack's runs/ folder, beside the role logs)")
+    g.addoption("--infer-slurm-queue-timeout", metavar="S", type=float, default=3600.0,
+                help="--launcher slurm: seconds a job may wait in the queue before its launch fails (default 3600)")
 
 
 def add_legacy_spellings(parser: pytest.Parser) -> None:
@@ -97,6 +116,26 @@ def _all_options(parser: pytest.Parser) -> list[Any]:
     # since pytest 3 (a name missed here would only surface as argparse's own "conflicting option").
     groups = [parser._anonymous, *parser._groups]
     return [opt for group in groups for opt in group.options]
+
+
+def _slurm(config: pytest.Config, path: Callable[[str], Path | None]) -> SlurmSettings:
+    from pytest_infer.launch.slurm import SlurmSettings
+
+    text = config.getoption("infer_slurm_args") or ""
+    try:
+        extra = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise pytest.UsageError(f"pytest-infer: --infer-slurm-args {text!r}: {exc}") from None
+    if any(not a.startswith("-") for a in extra[:1]):
+        raise pytest.UsageError(f"pytest-infer: --infer-slurm-args {text!r}: sbatch arguments start with a flag")
+    queue = float(config.getoption("infer_slurm_queue_timeout"))
+    if queue <= 0:
+        raise pytest.UsageError(f"pytest-infer: --infer-slurm-queue-timeout {queue:g}: must be positive")
+    return SlurmSettings(partition=config.getoption("infer_slurm_partition"),
+                         account=config.getoption("infer_slurm_account"), qos=config.getoption("infer_slurm_qos"),
+                         reservation=config.getoption("infer_slurm_reservation"),
+                         time=str(config.getoption("infer_slurm_time")), extra=extra,
+                         output=path("--infer-slurm-output"), queue_timeout_s=queue)
 
 
 def _legacy_dest(old: str) -> str:
@@ -128,6 +167,8 @@ class Options:
     xdist_worker: bool
     run_id: str | None  # the controller's, on an xdist worker
     rootpath: Path
+    launcher: str = "local"
+    slurm: SlurmSettings | None = None  # --launcher slurm
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -147,7 +188,11 @@ class Options:
         if suite is not None and suite not in SUITES:
             raise pytest.UsageError(f"pytest-infer: unknown suite {suite!r}; valid: {', '.join(SUITES)}")
         workerinput = getattr(config, "workerinput", None)
+        launcher = get("--infer-launcher") or "local"
+        if launcher not in ("local", "slurm"):
+            raise pytest.UsageError(f"pytest-infer: --infer-launcher {launcher!r}: valid: local, slurm")
         return cls(
+            launcher=launcher, slurm=_slurm(config, path) if launcher == "slurm" else None,
             gpu=config.getoption("gpu"), suite=suite, engines=get("--infer-engine"),
             model=get("--infer-model"), stacks=get("--infer-stack"),
             report_root=Path(get("--infer-report-dir") or "reports").resolve(), results=path("--infer-results"),

@@ -26,7 +26,7 @@ import httpx
 from pydantic import Field
 
 from pytest_infer.accuracy.lmeval import Task, task_hash
-from pytest_infer.launch.local import LaunchError, LocalLauncher
+from pytest_infer.launch.local import LaunchError
 from pytest_infer.measure.metrics import Scraper, acceptance_rate
 from pytest_infer.measure.runner import MeasurementFailed, _server_tails, first_completion, root_causes
 from pytest_infer.space import Stack
@@ -35,7 +35,7 @@ from pytest_infer.store.store import RecordStore
 
 if TYPE_CHECKING:
     from pytest_infer.deployment import Deployment
-    from pytest_infer.launch.local import LocalLauncher
+    from pytest_infer.launch.base import Launcher
     from pytest_infer.measure.runner import Runner
 
 class AccuracyResult(Record):
@@ -194,12 +194,12 @@ class AccuracyRunner:
         self.runner._note_launch(stack)
         self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
                  f"for accuracy, logs in {run_dir}")
-        launcher = LocalLauncher(dep, log_dir=paths.logs(stack.id, "accuracy"), timeout=self.runner.launch_timeout_s)
+        launcher = self.runner.launcher(stack, dep, paths.logs(stack.id, "accuracy"))
         t0 = time.monotonic()
         try:
             with launcher:
                 result.launch_s = time.monotonic() - t0
-                self._evaluate(stack, dep, launcher, result)
+                self._evaluate(stack, launcher.deployment, launcher, result)
             result.status = "ok"
             accept = result.mtp_acceptance
             self.log(f"[infer] {stack.id}: {self.task.spec.task} {result.score:.4f} (n={result.n}) "
@@ -210,12 +210,12 @@ class AccuracyRunner:
             causes = root_causes(paths.logs(stack.id, "accuracy"))
             result.status, result.error = "failed", (f"root cause: {causes}\n" if causes else "") + str(exc)
         except (RuntimeError, OSError, ValueError, httpx.HTTPError) as exc:
-            tails = _server_tails(launcher, dep)
+            tails = _server_tails(launcher, launcher.deployment)
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}\n{tails}"
         self.store.save(result)
         return result
 
-    def _evaluate(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, result: AccuracyResult) -> None:
+    def _evaluate(self, stack: Stack, dep: Deployment, launcher: Launcher, result: AccuracyResult) -> None:
         task_file, _ = self._task()
         # One request first: a deployment that answers errors fails here with its log, where lm-eval would
         # retry every request with backoff before giving up.

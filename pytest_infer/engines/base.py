@@ -32,6 +32,9 @@ class Placement:
     run_dir: Path = field(default_factory=lambda: Path("reports"))
     # Leased device ids (launch/leases.py), in the order ranks take them; empty: 0, 1, ... (plans, keys).
     devices: tuple[str, ...] = ()
+    # Each server role on nodes of its own (Slurm: a disaggregated deployment's prefill and decode never
+    # share a node, as InferenceX runs them), instead of packing small servers onto one node.
+    own_nodes: bool = False
 
 
 @dataclass
@@ -64,8 +67,8 @@ def checkpoint_of(matrix: Matrix, stack: Stack, model: str) -> str:
     return ckpt
 
 
-def server_shapes(matrix: Matrix, engine: EngineFile, stack: Stack) -> list[ServerShape]:
-    """Roles and their device counts; nodes are packed so small servers share a node."""
+def server_shapes(matrix: Matrix, engine: EngineFile, stack: Stack, own_nodes: bool = False) -> list[ServerShape]:
+    """Roles and their device counts; nodes are packed so small servers share a node, unless `own_nodes`."""
     kind = matrix.gpus[stack.gpu]
     tp = matrix.model_defaults[stack.gpu].tensor_parallel
     layouts = [engine.optimizations[o].layout for o in stack.opts]
@@ -79,7 +82,7 @@ def server_shapes(matrix: Matrix, engine: EngineFile, stack: Stack) -> list[Serv
         shapes.append(ServerShape(role, devices, nodes, dp, 1 if dp else tp))
     node, free = 0, kind.gpus_per_node
     for i, shape in enumerate(shapes):
-        if i and free < kind.gpus_per_node and (shape.devices > free or shape.nodes > 1):
+        if i and free < kind.gpus_per_node and (shape.devices > free or shape.nodes > 1 or own_nodes):
             node, free = node + 1, kind.gpus_per_node
         shape.first_node = node
         if shape.nodes > 1:  # whole nodes: the next role starts on a fresh one
@@ -129,7 +132,7 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
     kind = matrix.gpus[stack.gpu]
     where = str(matrix.root / "engines" / f"{engine.name}.yaml")
     roles: list[Role] = []
-    shapes = server_shapes(matrix, engine, stack)
+    shapes = server_shapes(matrix, engine, stack, placement.own_nodes)
     router_name = "router"
     used: dict[int, int] = {}  # devices already given out per node
     for shape in shapes:
@@ -145,6 +148,9 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
         for k in range(shape.nodes):
             name = shape.kind if k == 0 else f"{shape.kind}-node{k}"
             node = shape.first_node + k
+            # Device indices count per node; across the deployment when each role has its own nodes (the
+            # cpu kind's Slurm nodes are one machine: prefill and decode keep distinct cores, as locally).
+            slot = 0 if placement.own_nodes else node
             host = placement.hosts(node)
             headless = k > 0
             port = None if headless else placement.ports(name)
@@ -160,10 +166,10 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
                 "run_dir": str(placement.run_dir),
                 "max_model_len": str(max_model_len(matrix, stack.gpu)),
                 # device index = core on cpu: each rank of each role pinned to its own core(s)
-                "cpu_cores": "|".join(_device(placement, (used.get(node, 0) + c) % kind.gpus_per_node)
+                "cpu_cores": "|".join(_device(placement, (used.get(slot, 0) + c) % kind.gpus_per_node)
                                       for c in range(per_node)),
             }
-            used[node] = used.get(node, 0) + per_node
+            used[slot] = used.get(slot, 0) + per_node
             argv = [substitute(a, values, f"{where} serve") for a in engine.serve]
             argv += parallel_flags(shape, k, per_node, head_host)
             argv += [substitute(a, values, f"{where} ({stack.label}, {shape.kind})") for a in args]

@@ -18,18 +18,19 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import httpx
 import psutil
 from filelock import FileLock
 
 from pytest_infer.deployment import Deployment, Role
+from pytest_infer.launch import reaper
 
 if TYPE_CHECKING:
     from typing import Self  # typing.Self needs Python 3.11
 
-__all__ = ["LaunchError", "LocalLauncher", "free_ports", "resolve_argv"]
+__all__ = ["LaunchError", "LocalLauncher", "free_ports", "register", "resolve_argv", "unregister"]
 
 PORT_RESERVATION_TTL = 600.0  # a reservation outlives any start-up; then the port is free for others
 _RESERVATION_FILE = Path(tempfile.gettempdir()) / "pytest-infer-ports.json"
@@ -129,7 +130,8 @@ class LocalLauncher:
 
     def start(self) -> None:
         """Spawn every role (routers last), then wait until each one with a port answers its health path."""
-        _register(self)
+        register(self)
+        reaper.watch()  # ends our roles if this process dies without cleaning up (SIGKILL)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for role in sorted(self.deployment.roles, key=lambda r: r.kind == "router"):
             self._spawn(role)
@@ -142,7 +144,8 @@ class LocalLauncher:
         log.write(f"$ {shlex.join(argv)}\n".encode())
         log.flush()
         # Unbuffered output, so the log tail is complete even when the process is killed.
-        env = {"PYTHONUNBUFFERED": "1", **os.environ, **role.env}
+        # The owner tag: the watchdog, and the next run, find and end what a killed pytest left behind.
+        env = {"PYTHONUNBUFFERED": "1", **os.environ, **role.env, reaper.OWNER_VARIABLE: _owner()}
         try:
             self.procs[role.name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -193,7 +196,7 @@ class LocalLauncher:
             for log in self._logs:
                 log.close()
             self._logs.clear()
-            _unregister(self)
+            unregister(self)
 
     def _signal_all(self, sig: signal.Signals) -> None:
         for name in reversed(list(self.procs)):  # router first, so it stops forwarding before servers go
@@ -249,6 +252,15 @@ class LocalLauncher:
         return f"\n--- last {n} lines of {self.log_path(role_name)} ---\n{self.log_tail(role_name, n)}"
 
 
+_OWNER: list[str] = []
+
+
+def _owner() -> str:
+    if not _OWNER:
+        _OWNER.append(reaper.owner_tag())
+    return _OWNER[0]
+
+
 def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
     """Like Popen.poll(), minus the reaping (WNOWAIT): an unreaped leader keeps its process group id ours."""
     if proc.returncode is not None:
@@ -271,13 +283,18 @@ def _healthy(client: httpx.Client, url: str) -> bool:
 
 # -- process-wide safety net: atexit and SIGTERM/SIGHUP clean up every live launcher -----------------
 
-_live: dict[int, LocalLauncher] = {}
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_live: dict[int, _Stoppable] = {}
 _installed = False
 _install_lock = threading.Lock()
 _Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
-def _register(launcher: LocalLauncher) -> None:
+def register(launcher: _Stoppable) -> None:
+    """Stop `launcher` at exit and on SIGTERM / SIGHUP of this process, whatever else happens."""
     global _installed
     _live[id(launcher)] = launcher
     with _install_lock:
@@ -290,7 +307,7 @@ def _register(launcher: LocalLauncher) -> None:
                 signal.signal(sig, _chain(sig, signal.getsignal(sig)))
 
 
-def _unregister(launcher: LocalLauncher) -> None:
+def unregister(launcher: _Stoppable) -> None:
     _live.pop(id(launcher), None)
 
 

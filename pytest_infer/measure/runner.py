@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pytest_infer.deployment import Deployment
 from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
-from pytest_infer.launch import gpus
+from pytest_infer.launch import gpus, reaper
 from pytest_infer.launch.leases import ROLE_VARIABLE, LeaseError
 from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
 from pytest_infer.matrix import Matrix
@@ -35,8 +35,9 @@ from pytest_infer.store.records import Level, Measurement, ResultError
 from pytest_infer.store.store import Store
 
 if TYPE_CHECKING:
+    from pytest_infer.launch.base import Launcher
     from pytest_infer.launch.leases import DevicePool
-    from pytest_infer.launch.local import LocalLauncher
+    from pytest_infer.launch.slurm import SlurmSettings
     from pytest_infer.measure.smoke import SmokeResult
 
 
@@ -75,8 +76,11 @@ class Runner:
     pool: DevicePool | None = None
     host_devices: int = 0  # extra devices a deployment holds (cpu: a core for its front end and client)
     device: str = ""  # what it runs on (gpus.device_fingerprint), stored with each measurement
+    # --launcher slurm: each deployment one Slurm job (launch/slurm.py); None: local processes.
+    slurm: SlurmSettings | None = None
     _cache: dict[str, Measurement] = field(default_factory=dict)
     _bench: BenchClient | None = None
+    _swept: bool = False
 
     def close(self) -> None:
         if self._bench is not None:
@@ -84,9 +88,13 @@ class Runner:
 
     def plan(self, stack: Stack, hosts: Callable[[int], str] | None = None) -> Deployment:
         """What would run, on the plan's fixed ports (the key); `hosts` names the nodes of a multi-node plan."""
-        placement = Placement(run_dir=self.paths.run_dir(stack.id))
+        if hosts is None and self.slurm is not None:
+            from pytest_infer.launch.slurm import node_placeholder
+
+            hosts = node_placeholder
+        placement = Placement(run_dir=self.paths.run_dir(stack.id), own_nodes=self.slurm is not None)
         if hosts is not None:
-            placement = Placement(hosts=hosts, run_dir=placement.run_dir)
+            placement = Placement(hosts=hosts, run_dir=placement.run_dir, own_nodes=placement.own_nodes)
         return self._with_extra_args(deployment_for(self.matrix, stack, self.model, placement, self.local_models))
 
     def _with_extra_args(self, dep: Deployment) -> Deployment:
@@ -171,7 +179,22 @@ class Runner:
                            gpu=stack.gpu, model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus,
                            workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
 
-    def _level(self, stack: Stack, dep: Deployment, launcher: LocalLauncher, target: Target,
+    def launcher(self, stack: Stack, dep: Deployment, log_dir: Path) -> Launcher:
+        """The launcher of a deployment: local processes, or one Slurm job (--launcher slurm). The first
+        launch of a session ends what a killed earlier run left behind (processes, jobs)."""
+        if not self._swept:
+            self._swept = True
+            reaper.end_leftovers(self.log)
+        if self.slurm is None:
+            return LocalLauncher(dep, log_dir=log_dir, timeout=self.launch_timeout_s)
+        from pytest_infer.launch.slurm import SlurmLauncher
+
+        kind = self.matrix.gpus[stack.gpu]
+        return SlurmLauncher(dep, log_dir, self.slurm, timeout=self.launch_timeout_s, run_id=self.run_id,
+                             image=self.matrix.engines[stack.engine].image_for(stack.gpu, kind.vendor),
+                             gpus_per_node=0 if kind.vendor == "cpu" else kind.gpus_per_node, log=self.log)
+
+    def _level(self, stack: Stack, dep: Deployment, launcher: Launcher, target: Target,
                scraped: dict[str, str], conc: int, rep: int) -> Level:
         """One level of one sweep, with the engine metrics around it; MeasurementFailed on any failure."""
         assert self._bench is not None
@@ -205,14 +228,19 @@ class Runner:
         lacks the devices."""
         plan = self.plan(stack)
         vendor = self.matrix.gpus[stack.gpu].vendor
-        why = gpus.preflight(stack.gpu, vendor, max(r.gpus for r in plan.roles))
+        # On Slurm the devices are the allocation's, not this (submit) host's.
+        why = None if self.slurm is not None else gpus.preflight(stack.gpu, vendor, max(r.gpus for r in plan.roles))
         if why:
             raise MeasurementFailed(f"{stack.id} not launched: {why}")
         names = sorted({r.name for r in plan.roles} | {"router"})  # adapters may name the router in flags
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         sides = dict(zip(names, free_ports(len(names)), strict=True))
         placement = Placement(ports=lambda name: ports[name], side_ports=lambda name: sides[name], run_dir=run_dir,
-                              devices=devices)
+                              devices=devices, own_nodes=self.slurm is not None)
+        if self.slurm is not None:
+            from pytest_infer.launch.slurm import node_placeholder
+
+            placement.hosts = node_placeholder
         dep = self._with_extra_args(deployment_for(self.matrix, stack, self.model, placement, self.local_models))
         var = ROLE_VARIABLE.get(vendor)
         if not devices or var is None:
@@ -311,9 +339,9 @@ class Runner:
                          f"({dep.gpus} device(s){' on ' + ','.join(mine) if mine else ''}"
                          f"{f', interleaved with {len(need) - 1} other(s)' if len(need) > 1 else ''}), "
                          f"logs in {run_dir}")
-                launcher = LocalLauncher(dep, log_dir=self.paths.logs(stack.id), timeout=self.launch_timeout_s)
+                launcher = self.launcher(stack, dep, self.paths.logs(stack.id))
                 t0 = time.monotonic()
-                member = _Member(stack, dep, launcher, m)
+                member = _Member(stack, launcher, m)
                 try:
                     launcher.start()
                 except LaunchError as exc:
@@ -380,9 +408,12 @@ class _Member:
     """One deployment of an interleaved group, up."""
 
     stack: Stack
-    dep: Deployment
-    launcher: LocalLauncher
+    launcher: Launcher
     m: Measurement
+
+    @property
+    def dep(self) -> Deployment:
+        return self.launcher.deployment
 
     @property
     def target(self) -> Target:
@@ -432,11 +463,12 @@ def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeRe
     run_dir = runner.paths.run_dir(stack.id, "smoke")
     dep = runner.launchable(stack, run_dir, devices)
     runner.log(f"[infer] {stack.id}: smoke, launching {', '.join(r.name for r in dep.roles)}")
-    launcher = LocalLauncher(dep, log_dir=runner.paths.logs(stack.id, "smoke"), timeout=runner.launch_timeout_s)
+    launcher = runner.launcher(stack, dep, runner.paths.logs(stack.id, "smoke"))
     t0 = time.monotonic()
     try:
         with launcher:
             launch_s = time.monotonic() - t0
+            dep = launcher.deployment
             first_s, text = first_completion(launcher, dep)
             evidence = read_back(runner.matrix, stack, dep, runner.paths.logs(stack.id, "smoke"))
     except (LaunchError, MeasurementFailed) as exc:
@@ -448,7 +480,7 @@ def _smoke_on(runner: Runner, stack: Stack, devices: tuple[str, ...]) -> SmokeRe
     return SmokeResult(launch_s, first_s, text, evidence)
 
 
-def first_completion(launcher: LocalLauncher, dep: Deployment, max_tokens: int = 8,
+def first_completion(launcher: Launcher, dep: Deployment, max_tokens: int = 8,
                      what: str = "") -> tuple[float, str]:
     """one_completion through a launched deployment; its failure as MeasurementFailed with the log tails
     (LaunchError first when a role has died)."""
@@ -461,5 +493,5 @@ def first_completion(launcher: LocalLauncher, dep: Deployment, max_tokens: int =
         raise MeasurementFailed(f"{what}{exc}\n{_server_tails(launcher, dep)}") from None
 
 
-def _server_tails(launcher: LocalLauncher, dep: Deployment, n: int = 15) -> str:
+def _server_tails(launcher: Launcher, dep: Deployment, n: int = 15) -> str:
     return "\n".join(f"--- last {n} lines of {r.name} log ---\n{launcher.log_tail(r.name, n)}" for r in dep.roles)
