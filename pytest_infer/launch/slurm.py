@@ -75,7 +75,7 @@ def batch_script(dep: Deployment, log_dir: Path, settings: SlurmSettings, *, com
                  gpus_per_node: int) -> str:
     """The sbatch script of a deployment: its directives, then one step per role."""
     job_out = (settings.output or log_dir) / "job-%j.out"
-    directives = [f"--job-name=infer-{dep.stack}", f"--comment={comment}", f"--nodes={dep.nodes}",
+    directives = [f"--job-name=infer-{dep.stack}", f'--comment="{comment}"', f"--nodes={dep.nodes}",
                   "--ntasks-per-node=1", f"--time={settings.time}", f"--output={job_out}", f"--chdir={Path.cwd()}"]
     if gpus_per_node:
         directives.append(f"--gpus-per-node={gpus_per_node}")
@@ -314,7 +314,8 @@ def _run(argv: list[str], what: str) -> str:
     except subprocess.TimeoutExpired:
         raise LaunchError(f"{what}: no answer from Slurm in 60 s") from None
     if done.returncode != 0:
-        raise LaunchError(f"{what}: {(done.stderr or done.stdout).strip().splitlines()[-1:] or ['failed']}")
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise LaunchError(f"{what}: {said[-1] if said else f'exit code {done.returncode}'}")
     return done.stdout
 
 
