@@ -14,7 +14,7 @@ import pytest
 from pytest_infer.lab import Lab
 from pytest_infer.options import Options
 from pytest_infer.report.markdown import summary_lines
-from pytest_infer.report.plan import plan_entries, write_plan
+from pytest_infer.report.plan import plan_entries, write_batch_scripts, write_plan
 from pytest_infer.report.rows import Rows
 from pytest_infer.run import Run, usage
 from pytest_infer.selection import Selection
@@ -79,7 +79,12 @@ class InferSession:
         if not self.run.options.plan:
             return None
         entries = plan_entries(self.selection.planned, self.selection, self.lab, self.suite.plan_client)
-        write_plan(entries, self.run.paths.plan, self.config.get_terminal_writer())
+        tw = self.config.get_terminal_writer()
+        write_plan(entries, self.run.paths.plan, tw)
+        if self.run.options.slurm is not None:
+            folder = self.run.paths.plan.parent / "slurm"
+            scripts = write_batch_scripts(self.selection.planned, self.selection, self.lab, folder)
+            tw.line(f"plan: {len(scripts)} Slurm batch script(s) written to {folder}")
         return True
 
     # ---- results ------------------------------------------------------------------------------------

@@ -67,25 +67,30 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
+# Eight GPUs per node on paper (no device files: nothing binds them), so the GPU kinds' batch scripts
+# (--gpus-per-node=8) are checked by `sbatch --test-only` here as on a GPU cluster.
+GresTypes=gpu
 ReturnToService=2
 SlurmdTimeout=60
 KillWait=10
 # Every node is the same $CPUS cores: nodes are shared, never exclusive.
 EOF
   for i in $(seq "$NODES"); do
-    echo "NodeName=n$i NodeHostname=$(hostname) NodeAddr=10.77.0.1$i Port=$((6820 + i)) CPUs=$CPUS RealMemory=4000 State=UNKNOWN"
+    echo "NodeName=n$i NodeHostname=$(hostname) NodeAddr=10.77.0.1$i Port=$((6820 + i)) CPUs=$CPUS RealMemory=4000 Gres=gpu:8 State=UNKNOWN"
   done
   echo "PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
 } >"$CONF_DIR/slurm.conf"
 echo "ConstrainCores=no" >"$CONF_DIR/cgroup.conf"
+for i in $(seq 0 7); do [[ -e /dev/infer-gpu$i ]] || mknod "/dev/infer-gpu$i" c 1 3; done  # /dev/null twins
+printf 'AutoDetect=off\nName=gpu File=/dev/infer-gpu[0-7]\n' >"$CONF_DIR/gres.conf"
 
 stop
 for i in $(seq "$NODES"); do mkdir -p "$STATE/n$i"; done
-slurmctld
+slurmctld -c  # a cold start: no node state (drained by an earlier configuration) or job carried over
 for i in $(seq "$NODES"); do slurmd -N "n$i"; done
 
 for _ in $(seq 120); do
-  idle=$(sinfo --noheader --states=idle --format=%D 2>/dev/null | awk '{s+=$1} END {print s+0}')
+  idle=$(sinfo --noheader --Node --format=%T 2>/dev/null | grep -cx idle || true)
   [[ "$idle" -ge "$NODES" ]] && { sinfo; exit 0; }
   sleep 0.5
 done

@@ -179,10 +179,10 @@ class Runner:
                            gpu=stack.gpu, model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus,
                            workload=self.matrix.workload(stack.gpu), argv={}, status="failed", error=error)
 
-    def launcher(self, stack: Stack, dep: Deployment, log_dir: Path) -> Launcher:
+    def launcher(self, stack: Stack, dep: Deployment, log_dir: Path, sweep: bool = True) -> Launcher:
         """The launcher of a deployment: local processes, or one Slurm job (--launcher slurm). The first
         launch of a session ends what a killed earlier run left behind (processes, jobs)."""
-        if not self._swept:
+        if sweep and not self._swept:
             self._swept = True
             reaper.end_leftovers(self.log)
         if self.slurm is None:

@@ -42,7 +42,7 @@ def plan_entries(stacks: list[Stack], selection: Selection, lab: Lab, client: Cl
             continue
         runner = lab.runner(stack.engine)
         dep = runner.plan(stack)
-        if dep.nodes > 1:  # name the hosts: a cluster run substitutes its own
+        if dep.nodes > 1 and runner.slurm is None:  # name the hosts: a cluster run substitutes its own
             dep = runner.plan(stack, hosts=lambda n: f"node{n}")
         for role in dep.roles:
             entries.append(PlanEntry(stack.id, stack.engine, role.name, role.argv, role.env, role.gpus, role.nodes,
@@ -50,6 +50,25 @@ def plan_entries(stacks: list[Stack], selection: Selection, lab: Lab, client: Cl
         role_name, argv = client(stack, dep)
         entries.append(PlanEntry(stack.id, stack.engine, role_name, argv, {}, 0, 0, 0))
     return entries
+
+
+def write_batch_scripts(stacks: list[Stack], selection: Selection, lab: Lab, folder: Path) -> list[Path]:
+    """--launcher slurm: the batch script each deployment would be submitted as, `<folder>/<stack>.sbatch`
+    (its roles' logs in the run's runs/<stack>/logs/, as a real launch)."""
+    written = []
+    for stack in stacks:
+        if selection.unsupported(stack):
+            continue
+        runner = lab.runner(stack.engine)
+        launcher = runner.launcher(stack, runner.plan(stack), runner.paths.logs(stack.id), sweep=False)
+        script = getattr(launcher, "script", None)
+        if script is None:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{stack.id}.sbatch"
+        path.write_text(script())
+        written.append(path)
+    return written
 
 
 def write_plan(entries: list[PlanEntry], path: Path, tw: TerminalWriter) -> None:
