@@ -30,7 +30,7 @@ from pytest_infer.launch import reaper
 if TYPE_CHECKING:
     from typing import Self  # typing.Self needs Python 3.11
 
-__all__ = ["LaunchError", "LocalLauncher", "free_ports", "register", "resolve_argv", "unregister"]
+__all__ = ["LaunchError", "LocalLauncher", "free_ports", "poll_health", "register", "resolve_argv", "unregister"]
 
 PORT_RESERVATION_TTL = 600.0  # a reservation outlives any start-up; then the port is free for others
 _RESERVATION_FILE = Path(tempfile.gettempdir()) / "pytest-infer-ports.json"
@@ -156,21 +156,9 @@ class LocalLauncher:
         self._seen[role.name] = {}
 
     def wait_healthy(self) -> None:
-        waiting = [r for r in self.deployment.roles if r.port is not None]
-        deadline = time.monotonic() + self.timeout
-        with httpx.Client(timeout=5.0) as client:
-            while waiting:
-                self.check_alive()
-                waiting = [r for r in waiting if not _healthy(client, r.url + r.health_path)]
-                if not waiting:
-                    break
-                if time.monotonic() > deadline:
-                    role = waiting[0]
-                    raise LaunchError(
-                        f"role {role.name!r} not healthy after {self.timeout:g} s "
-                        f"({role.url}{role.health_path}){self._tail_block(role.name)}"
-                    )
-                time.sleep(self.poll_interval)
+        poll_health(self.deployment.roles, self.timeout, self.poll_interval, self.check_alive,
+                    lambda role: f"role {role.name!r} not healthy after {self.timeout:g} s "
+                                 f"({role.url}{role.health_path}){self._tail_block(role.name)}")
 
     def check_alive(self) -> None:
         """Raise LaunchError, with the log tail, if a role has exited. Cheap: call it between measurements."""
@@ -272,6 +260,23 @@ def _exit_code(proc: subprocess.Popen[bytes]) -> int | None:
     if info is None:
         return None
     return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+
+def poll_health(roles: list[Role], timeout: float, interval: float, check_alive: Callable[[], None],
+                timed_out: Callable[[Role], str]) -> None:
+    """Until every role with a port answers its health path: check_alive() between polls (a dead role
+    raises at once), LaunchError(timed_out(first role still waiting)) after `timeout` seconds."""
+    waiting = [r for r in roles if r.port is not None]
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5.0) as client:
+        while waiting:
+            check_alive()
+            waiting = [r for r in waiting if not _healthy(client, r.url + r.health_path)]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise LaunchError(timed_out(waiting[0]))
+            time.sleep(interval)
 
 
 def _healthy(client: httpx.Client, url: str) -> bool:

@@ -28,11 +28,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import httpx
-
 from pytest_infer.deployment import Deployment, Role
 from pytest_infer.launch import reaper
-from pytest_infer.launch.local import LaunchError, register, resolve_argv, unregister
+from pytest_infer.launch.local import LaunchError, poll_health, register, resolve_argv, unregister
 
 if TYPE_CHECKING:
     from typing import Self
@@ -197,7 +195,8 @@ class SlurmLauncher:
                              f"{time.monotonic() - t0:.0f} s in the queue")
                 return
             if state in ("PENDING", "CONFIGURING"):
-                if why != reason:
+                # "None" is what a job shows for the moment before the scheduler looks at it: not worth a line.
+                if why != reason and (why not in ("None", "") or time.monotonic() - t0 > 5):
                     self.log(f"[infer] {self.planned.stack}: job {self.job} waiting in the queue ({why})")
                     reason = why
                 if time.monotonic() - t0 > self.settings.queue_timeout_s:
@@ -226,19 +225,9 @@ class SlurmLauncher:
         return hosts
 
     def wait_healthy(self) -> None:
-        waiting = [r for r in self.deployment.roles if r.port is not None]
-        deadline = time.monotonic() + self.timeout
-        with httpx.Client(timeout=5.0) as client:
-            while waiting:
-                self.check_alive()
-                waiting = [r for r in waiting if not _healthy(client, r.url + r.health_path)]
-                if not waiting:
-                    break
-                if time.monotonic() > deadline:
-                    role = waiting[0]
-                    raise LaunchError(f"role {role.name!r} not healthy after {self.timeout:g} s of Slurm job "
-                                      f"{self.job} running ({role.url}{role.health_path}){self._tail_block(role.name)}")
-                time.sleep(self.poll_interval)
+        poll_health(self.deployment.roles, self.timeout, self.poll_interval, self.check_alive,
+                    lambda role: f"role {role.name!r} not healthy after {self.timeout:g} s of Slurm job {self.job} "
+                                 f"running ({role.url}{role.health_path}){self._tail_block(role.name)}")
 
     def check_alive(self) -> None:
         """Raise LaunchError, with the log tail, if a role has exited or the job ended."""
@@ -318,9 +307,3 @@ def _run(argv: list[str], what: str) -> str:
         raise LaunchError(f"{what}: {said[-1] if said else f'exit code {done.returncode}'}")
     return done.stdout
 
-
-def _healthy(client: httpx.Client, url: str) -> bool:
-    try:
-        return client.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
