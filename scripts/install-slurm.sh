@@ -1,54 +1,85 @@
 #!/usr/bin/env bash
 # A real Slurm cluster on this one machine, for the Slurm launcher's tests and CI: Debian's Slurm 22.05
-# (slurmctld, slurmd, munge), four nodes n1..n4, each its own slurmd (`slurmd -N`, its own port and spool)
-# with its own node address 10.77.0.1x. The addresses sit on the loopback device, so a role that binds
-# its node's address is reached at that address only: roles find each other from the allocation
-# (NodeAddr), never 127.0.0.1. No systemd here: the daemons are started directly. Idempotent: a second
-# call restarts the daemons with the same configuration.
+# (slurmctld, slurmd, munge) and four nodes n1..n4. Each node is a network namespace of its own
+# (slurm-n<i>, with its own hostname n<i>) holding one slurmd (`slurmd -N n<i>`), joined to the machine by a
+# bridge: node n<i> is 10.77.0.1<i>, slurmctld and the machine itself 10.77.0.1 (the bridge). Names resolve
+# through /etc/hosts (n<i> -> 10.77.0.1<i>), so a role on node n1 reaches a role on n2 at `n2` or at n2's
+# NodeAddr, and pytest (outside every node) reaches both the same way; 127.0.0.1 inside a step is that node's
+# own loopback, as on a real node. Steps run in their node's namespace, so two nodes can use the same port.
+# No systemd here: the daemons are started directly; no cgroups: processes are tracked by their parents.
 #
-#   scripts/install-slurm.sh          install (if needed), configure, start; waits until the nodes are idle
-#   scripts/install-slurm.sh stop     stop the daemons (jobs are cancelled first)
+#   scripts/install-slurm.sh            install (if needed), configure, start; waits until the nodes are idle.
+#                                       A cluster already up with the same configuration is left as it is.
+#   scripts/install-slurm.sh --restart  restart the daemons even so (running jobs are cancelled)
+#   scripts/install-slurm.sh stop       = scripts/stop-slurm.sh
+#   SLURM_TEST_NODES=2 scripts/...      another number of nodes (1..9)
 set -euo pipefail
 
-NODES=4
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [[ "${1:-}" == stop ]]; then exec "$HERE/stop-slurm.sh"; fi
+
+NODES=${SLURM_TEST_NODES:-4}
+NET=10.77.0                 # the bridge is $NET.1, node i is $NET.1i
+BRIDGE=slurm-br
 CONF_DIR=/etc/slurm
 STATE=/var/spool/slurm-infer
+LOGS=/var/log/slurm-infer
+MARK="# slurm-infer test cluster"
+[[ "$NODES" =~ ^[1-9]$ ]] || { echo "install-slurm.sh: SLURM_TEST_NODES must be 1..9" >&2; exit 2; }
 
-stop() {
-  scancel --full --user="$(id -un)" 2>/dev/null || true
-  pkill -x slurmctld 2>/dev/null || true
-  pkill -x slurmd 2>/dev/null || true
-  for _ in $(seq 50); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || return 0; sleep 0.2; done
-  pkill -9 -x slurmctld 2>/dev/null || true
-  pkill -9 -x slurmd 2>/dev/null || true
-}
-
-if [[ "${1:-}" == stop ]]; then stop; exit 0; fi
-
-if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+# --- packages -------------------------------------------------------------------------------------------
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+   || ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+  apt-get install -y -qq --no-install-recommends slurm-wlm munge iproute2 util-linux >/dev/null
 fi
 
+# --- network: a bridge on the machine, a namespace with one veth per node ---------------------------------
+# Addresses an earlier version of this script put on lo would shadow the nodes: gone.
+for a in $(ip -4 -o addr show dev lo | awk -v p="$NET." 'index($4, p) == 1 {print $4}'); do ip addr del "$a" dev lo; done
+ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+ip addr replace "$NET.1/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
 for i in $(seq "$NODES"); do
-  ip -4 addr show dev lo | grep -q "10.77.0.1$i/" || ip addr add "10.77.0.1$i/32" dev lo
+  ns=slurm-n$i
+  [[ -e /run/netns/$ns ]] || ip netns add "$ns"
+  if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
+    ip link del "slurm-v$i" 2>/dev/null || true
+    ip link add "slurm-v$i" type veth peer name eth0 netns "$ns"
+  fi
+  ip link set "slurm-v$i" master "$BRIDGE" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr replace "$NET.1$i/24" dev eth0
+  ip -n "$ns" link set eth0 up
 done
+hosts=$(grep -v "$MARK" /etc/hosts || true)
+hosts+=$'\n'"$NET.1 slurm-ctl $MARK"
+for i in $(seq "$NODES"); do hosts+=$'\n'"$NET.1$i n$i $MARK"; done
+[[ "$(cat /etc/hosts)" == "$hosts" ]] || printf '%s\n' "$hosts" >/etc/hosts  # in place: may be a mount point
 
-# munge: one key, the daemon running (path-based socket in /run/munge).
+# --- munge: one key, the daemon running (its socket is a path, reached from every namespace) --------------
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
 install -d -o munge -g munge -m 0755 /run/munge
-[[ -s /etc/munge/munge.key ]] || { dd if=/dev/urandom bs=1 count=1024 2>/dev/null >/etc/munge/munge.key; }
+[[ -s /etc/munge/munge.key ]] || dd if=/dev/urandom bs=1 count=1024 2>/dev/null >/etc/munge/munge.key
 chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+munge_pid=$(cat /run/munge/munged.pid 2>/dev/null || true)
+if [[ -z "$munge_pid" || "$(cat /proc/"$munge_pid"/comm 2>/dev/null)" != munged ]]; then
+  runuser -u munge -- /usr/sbin/munged --force
+fi
 
+# --- configuration --------------------------------------------------------------------------------------
 CPUS=$(nproc)
-mkdir -p "$CONF_DIR" "$STATE/ctld" /var/log/slurm-infer
+MEM_MB=$(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 9 / 10240 ))  # what every node claims; not enforced
+mkdir -p "$CONF_DIR" "$STATE/ctld" "$LOGS"
+conf=$(mktemp)
+trap 'rm -f "$conf"' EXIT
 {
   cat <<EOF
-# Written by scripts/install-slurm.sh: a test cluster of $NODES nodes on one machine.
+# Written by scripts/install-slurm.sh: a test cluster of $NODES nodes on one machine (one network
+# namespace per node).
 ClusterName=infer-test
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost=localhost($NET.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -56,8 +87,8 @@ StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/%n
 SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd-%n.pid
-SlurmctldLogFile=/var/log/slurm-infer/slurmctld.log
-SlurmdLogFile=/var/log/slurm-infer/slurmd-%n.log
+SlurmctldLogFile=$LOGS/slurmctld.log
+SlurmdLogFile=$LOGS/slurmd-%n.log
 # No cgroups in this container: processes are tracked by their parent, tasks are not bound.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -67,34 +98,63 @@ JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
+MailProg=/bin/true
 # Eight GPUs per node on paper (no device files: nothing binds them), so the GPU kinds' batch scripts
-# (--gpus-per-node=8) are checked by `sbatch --test-only` here as on a GPU cluster.
+# (--gpus-per-node=8) are checked by \`sbatch --test-only\` here as on a GPU cluster.
 GresTypes=gpu
 ReturnToService=2
 SlurmdTimeout=60
 KillWait=10
-# Every node is the same $CPUS cores: nodes are shared, never exclusive.
+# Every node is the same $CPUS cores and memory of the one machine: nodes are shared, never exclusive.
 EOF
   for i in $(seq "$NODES"); do
-    echo "NodeName=n$i NodeHostname=$(hostname) NodeAddr=10.77.0.1$i Port=$((6820 + i)) CPUs=$CPUS RealMemory=4000 Gres=gpu:8 State=UNKNOWN"
+    echo "NodeName=n$i NodeHostname=n$i NodeAddr=$NET.1$i CPUs=$CPUS RealMemory=$MEM_MB Gres=gpu:8 State=UNKNOWN"
   done
   echo "PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"
-} >"$CONF_DIR/slurm.conf"
+} >"$conf"
+changed=0
+cmp -s "$conf" "$CONF_DIR/slurm.conf" || { cp "$conf" "$CONF_DIR/slurm.conf"; changed=1; }
 echo "ConstrainCores=no" >"$CONF_DIR/cgroup.conf"
 for i in $(seq 0 7); do [[ -e /dev/infer-gpu$i ]] || mknod "/dev/infer-gpu$i" c 1 3; done  # /dev/null twins
 printf 'AutoDetect=off\nName=gpu File=/dev/infer-gpu[0-7]\n' >"$CONF_DIR/gres.conf"
 
-stop
+# --- daemons --------------------------------------------------------------------------------------------
+running() {  # slurmctld and every node's slurmd alive, each node's slurmd inside its namespace
+  local p
+  p=$(cat /run/slurmctld.pid 2>/dev/null) && [[ "$(cat /proc/"$p"/comm 2>/dev/null)" == slurmctld ]] || return 1
+  for i in $(seq "$NODES"); do
+    p=$(cat "/run/slurmd-n$i.pid" 2>/dev/null) && [[ "$(cat /proc/"$p"/comm 2>/dev/null)" == slurmd ]] || return 1
+    [[ "$(ip netns identify "$p" 2>/dev/null)" == "slurm-n$i" ]] || return 1
+  done
+}
+idle_nodes() { sinfo --noheader --Node --format='%N %T' 2>/dev/null | awk '$2 ~ /^(idle|mixed|allocated)$/' | wc -l; }
+
+if [[ $changed == 0 && "${1:-}" != --restart ]] && running && [[ $(idle_nodes) -ge $NODES ]]; then
+  echo "install-slurm.sh: the cluster is already up"
+  sinfo
+  exit 0
+fi
+
+t0=$(date +%s.%N)
+"$HERE/stop-slurm.sh" >/dev/null
+runuser -u munge -- /usr/sbin/munged --force  # stop-slurm.sh ended it too
 for i in $(seq "$NODES"); do mkdir -p "$STATE/n$i"; done
 slurmctld -c  # a cold start: no node state (drained by an earlier configuration) or job carried over
-for i in $(seq "$NODES"); do slurmd -N "n$i"; done
+# A slurmd that finds no slurmctld retries its registration only after about 10 s: start them once it answers.
+for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 0.1; done
+for i in $(seq "$NODES"); do
+  nsenter --net="/run/netns/slurm-n$i" unshare --uts -- sh -c "hostname n$i && exec slurmd -N n$i"
+done
 
 for _ in $(seq 120); do
-  idle=$(sinfo --noheader --Node --format=%T 2>/dev/null | grep -cx idle || true)
-  [[ "$idle" -ge "$NODES" ]] && { sinfo; exit 0; }
+  if [[ $(sinfo --noheader --Node --format=%T 2>/dev/null | grep -cx idle || true) -ge $NODES ]]; then
+    echo "install-slurm.sh: $NODES nodes idle $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s after the daemons started"
+    sinfo
+    exit 0
+  fi
   sleep 0.5
 done
 echo "install-slurm.sh: the nodes did not come up idle in 60 s:" >&2
 sinfo >&2 || true
-tail -n 20 /var/log/slurm-infer/*.log >&2 || true
+tail -n 20 "$LOGS"/*.log >&2 || true
 exit 1

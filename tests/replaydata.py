@@ -24,4 +24,7 @@ def kv_matrices(dst: Path) -> Path:
     engine.write_text(engine.read_text().replace("\n# What vLLM can run", (
         "\n  kvoffload:\n    args: [--kv-offloading-size, '64', --kv-offloading-backend, native]\n"
         "\n# What vLLM can run")))
+    sglang = dst / "engines" / "sglang.yaml"  # HiCache, SGLang's host-memory KV tier
+    sglang.write_text(sglang.read_text().replace(
+        "\ngpus:\n", "\n  kvoffload: {args: [--enable-hierarchical-cache]}\n\ngpus:\n"))
     return dst

@@ -18,9 +18,10 @@ def test_collect_only_lists_every_mi355x_stack_fast(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--collect-only", "-q")
     elapsed = time.monotonic() - t0
     ids = [ln.split("[")[1].rstrip("]") for ln in result.outlines if "test_composability[" in ln]
-    assert len(ids) == 16, result.outlines
-    assert ids[0] == "mi355x-vllm-base" and ids[-1] == "mi355x-vllm-fp4+disagg+wideep+mtp"
-    assert len(set(ids)) == 16
+    assert len(ids) == 32, result.outlines  # 16 stacks on each engine that runs on mi355x (files in name order)
+    assert ids[0] == "mi355x-sglang-base" and ids[15] == "mi355x-sglang-fp4+disagg+wideep+mtp"
+    assert ids[16] == "mi355x-vllm-base" and ids[-1] == "mi355x-vllm-fp4+disagg+wideep+mtp"
+    assert len(set(ids)) == 32
     # Deterministic: a second collection gives the same order (what xdist workers rely on).
     again = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--collect-only", "-q")
     assert [ln for ln in again.outlines if "[" in ln] == [ln for ln in result.outlines if "[" in ln]
@@ -30,7 +31,7 @@ def test_collect_only_lists_every_mi355x_stack_fast(pytester: pytest.Pytester) -
 @pytest.mark.parametrize(("args", "expected"), [
     (["--gpu", "h900"], "unknown GPU kind 'h900'; valid: mi300x, mi325x, mi355x, h100"),
     (["--gpu", "cpu", "--suite", "speed"], "unknown suite 'speed'; valid: composability, conformance"),
-    (["--gpu", "b200", "--engine", "trtllm"], "unknown engine 'trtllm' for b200; valid: vllm"),
+    (["--gpu", "b200", "--engine", "trtllm"], "unknown engine 'trtllm' for b200; valid: sglang, vllm"),
     (["--gpu", "b200", "--stack", "fp4+eagle"], "unknown optimization 'eagle'"),
     (["--suite", "composability"], "need --gpu KIND"),
     (["--gpu", "cpu", "--infer-repeats", "1"], "--infer-repeats 1: at least 2"),
@@ -82,7 +83,11 @@ def test_an_optimization_added_as_data_only_joins_the_space(pytester: pytest.Pyt
     engine.write_text(engine.read_text().replace("\n# What vLLM can run", (
         "\n  kvoffload:\n    args: [--kv-offloading-size, '64', --kv-offloading-backend, native]\n"
         "\n# What vLLM can run")))
+    sglang = root / "engines" / "sglang.yaml"  # every engine says how it runs every optimization, or that it cannot
+    sglang.write_text(sglang.read_text().replace(
+        "\ngpus:\n", "\n  kvoffload: {args: [--enable-hierarchical-cache]}\n\ngpus:\n"))
     result = pytester.runpytest_subprocess("--gpu", "b200", "--suite", "composability", "--infer-matrices", str(root),
+                                           "--engine", "vllm",
                                            "--stack", "kvoffload and fp4", "--infer-plan", "--report-dir",
                                            str(pytester.path / "r"))
     assert result.ret == 0, result.outlines
@@ -94,7 +99,7 @@ def test_an_optimization_added_as_data_only_joins_the_space(pytester: pytest.Pyt
 
 def test_plan_writes_every_role_without_launching(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--infer-plan",
-                                           "--report-dir", str(pytester.path / "r"))
+                                           "--engine", "vllm", "--report-dir", str(pytester.path / "r"))
     assert result.ret == 0
     plan = json.loads((pytester.path / "r" / "mi355x" / "plan.json").read_text())
     assert {tuple(sorted(e)) for e in plan} == {("argv", "engine", "env", "gpus", "node", "nodes", "role", "stack")}
@@ -132,7 +137,7 @@ def test_unsupported_skips_and_known_broken_xfails_show_their_reasons(pytester: 
 
 def test_gpu_kind_missing_here_fails_fast_with_the_reason(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--gpu", "b200", "--suite", "composability", "--stack", "base",
-                                           "--report-dir", str(pytester.path / "r"))
+                                           "--engine", "vllm", "--report-dir", str(pytester.path / "r"))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([("*b200-vllm-base not launched: needs 8 b200 device(s) on this node, found 0*"
                                   "--infer-plan*")])

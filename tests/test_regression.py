@@ -207,7 +207,7 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     assert {k: v for k, v in serial.parseoutcomes().items() if k != "deselected"} == outcomes  # xdist omits it
     assert _junit(pytester.path / "par.xml") == _junit(pytester.path / "ser.xml")
     md_ser = (reports / "cpu" / "regression.md").read_text()
-    assert md_ser.startswith("# Regression matrix: cpu (replayed)\n") and "engines `vllm " in md_ser
+    assert md_ser.startswith("# Regression matrix: cpu (replayed)\n") and "engines `fake " in md_ser
     assert _body(md_ser) == _body(md_par)
 
     # A real slowdown: one sequence at a time (queued requests), flagged with its numbers and the flag.

@@ -338,7 +338,7 @@ def test_a_plain_store_is_replayed_as_before(pytester: pytest.Pytester) -> None:
         store.save(Measurement(key="abc123", stack=f"b200-vllm-{label}", engine="vllm", engine_version="x",
                                gpu="b200", model="m", gpus=8, decode_gpus=8, workload=wl, argv={}, status="ok",
                                levels=[_level(4, 100.0, tput[0]), _level(16, 50.0, tput[1])]))
-    result = _run(pytester, "b200", store.root, "--stack", "not fp4 and not disagg and not wideep")
+    result = _run(pytester, "b200", store.root, "--stack", "not fp4 and not disagg and not wideep", "--engine", "vllm")
     result.assert_outcomes(passed=1, failed=1)  # all stacks of the space, as before: no variants
     rows = _rows(pytester, "b200")
     assert set(rows) == {"b200-vllm-base", "b200-vllm-mtp"}

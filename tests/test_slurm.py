@@ -40,8 +40,8 @@ def test_the_plan_writes_batch_scripts_slurm_accepts(pytester: pytest.Pytester) 
     engine["images"] = {"amd": "rocm/vllm-dev:nightly"}
     (matrices / "engines" / "vllm.yaml").write_text(yaml.safe_dump(engine, sort_keys=False))
     result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--launcher", "slurm",
-                                           "--infer-plan", "--infer-matrices", str(matrices), "--report-dir",
-                                           str(pytester.path / "r"), "--infer-slurm-partition", "debug",
+                                           "--engine", "vllm", "--infer-plan", "--infer-matrices", str(matrices),
+                                           "--report-dir", str(pytester.path / "r"), "--infer-slurm-partition", "debug",
                                            "--infer-slurm-args=--exclusive", "-p", "no:cacheprovider")
     assert "16 Slurm batch script(s) written" in result.stdout.str(), result.stdout.str()
     nodes = {}

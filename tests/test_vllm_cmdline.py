@@ -70,7 +70,7 @@ def test_a_wrong_flag_in_the_matrix_fails(tmp_path: Path, bad: list[str], messag
 
 def test_plan_json_argv_is_accepted_by_vllm(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--infer-plan",
-                                           "--report-dir", str(pytester.path / "r"))
+                                           "--engine", "vllm", "--report-dir", str(pytester.path / "r"))
     assert result.ret == 0
     import json
 

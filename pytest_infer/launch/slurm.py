@@ -111,8 +111,12 @@ def _step(role: Role, log_dir: Path, image: str | None) -> str:
     argv = role.argv if image else resolve_argv(role.argv)
     check = ""
     if role.port is not None:  # a port taken on the node is named, not left to a bind error deep in a log
-        check = (f"python3 -c 'import socket,sys; s=socket.socket(); s.bind((\"\", {role.port}))' 2>/dev/null "
-                 f"|| {{ echo \"port {role.port} is taken on $(hostname)\"; exit 98; }}; ")
+        # As the server will bind it: its own address, SO_REUSEADDR (uvicorn's); a connection that merely
+        # uses the number as its source port on another address does not count.
+        host = _shell(role.host).replace("'", "")
+        check = (f"python3 -c \"import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                 f"socket.SO_REUSEADDR, 1); s.bind(('{host}', {role.port}))\" "
+                 f"|| {{ echo \"port {role.port} on {host} cannot be bound on $(hostname) (above)\"; exit 98; }}; ")
     body = " ".join(["exec", "env", *(_shell(f"{k}={v}") for k, v in env.items()), *map(_shell, argv)])
     # The step's own shell expands "$NODE<i>": the batch script exported them, and srun passes them on.
     return " ".join(srun) + f" bash -c {shlex.quote(check + body)} &"
