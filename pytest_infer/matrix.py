@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pytest_infer.analysis.stats import two_sided_z
+from pytest_infer.engines import registry
 from pytest_infer.yamlfile import parse_model
 
 Vendor = Literal["amd", "nvidia", "cpu"]
@@ -317,9 +318,20 @@ class Matrix:
         self.thresholds, self.workloads = workloads.thresholds, workloads.workloads
         self.known_broken = _load(root / "known_broken.yaml", KnownBrokenFile).known_broken
         self.engines: dict[str, EngineFile] = {}
+        self.engine_files: dict[str, Path] = {}  # where each engine's YAML was read
         for path in sorted((root / "engines").glob("*.yaml")):
             engine = _load(path, EngineFile)
-            self.engines[engine.name] = engine
+            self.engines[engine.name], self.engine_files[engine.name] = engine, path
+        try:  # a plug-in's YAML beside its adapter, unless this directory has the engine's own file
+            shipped = registry.shipped_files()
+        except registry.EngineError as exc:
+            raise MatrixError(str(exc)) from None
+        for name, path in sorted(shipped.items()):
+            if name not in self.engines:
+                engine = _load(path, EngineFile)
+                if engine.name != name:
+                    raise MatrixError(f"{path}: key name: {engine.name!r}, but the entry point names it {name!r}")
+                self.engines[name], self.engine_files[name] = engine, path
         self._cross_check()
 
     def _cross_check(self) -> None:
@@ -333,7 +345,7 @@ class Matrix:
         for gpu in self.gpus:
             need(gpu in self.model_defaults, "models.yaml", f"defaults.{gpu}", "missing (every GPU kind needs one)")
         for name, engine in self.engines.items():
-            file = f"engines/{name}.yaml"
+            file = str(self.engine_files[name])
             for gpu in engine.gpus:
                 need(gpu in self.gpus, file, f"gpus.{gpu}", "unknown GPU kind")
                 for opt in engine.gpus[gpu].unsupported:

@@ -15,7 +15,8 @@ import pytest
 
 from pytest_infer.analysis.checks import Stats
 from pytest_infer.builder import BuilderError, load_builder, load_task_writer
-from pytest_infer.engines import parse_engine_args
+from pytest_infer.engines.compose import parse_engine_args
+from pytest_infer.engines.registry import EngineError, adapter
 from pytest_infer.launch.leases import LeaseError, device_pool
 from pytest_infer.matrix import Matrix, MatrixError, Workload, default_root
 from pytest_infer.options import Options
@@ -75,6 +76,11 @@ class Run:
         for e in engines:
             if e not in supported:
                 raise usage(f"unknown engine {e!r} for {gpu}; valid: {', '.join(supported)}")
+        for e in engines:
+            try:  # the adapter imports here, not mid-launch: a broken plug-in is one line before anything runs
+                adapter(e)
+            except EngineError as exc:
+                raise usage(str(exc)) from None
         model = options.model or matrix.model_defaults[gpu].model
         spec = matrix.models.get(model)
         if spec is not None and spec.builder is not None:

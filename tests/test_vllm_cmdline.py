@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
+from pytest_infer.engines.compose import deployment_for
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.space import Stack, all_stacks
 

@@ -130,7 +130,7 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
     """Compose a deployment. `parallel_flags(shape, node_in_role, devices_per_node, head_host)`
     is the engine's own spelling of tensor / data / expert parallel layouts."""
     kind = matrix.gpus[stack.gpu]
-    where = str(matrix.root / "engines" / f"{engine.name}.yaml")
+    where = str(matrix.engine_files.get(engine.name, matrix.root / "engines" / f"{engine.name}.yaml"))
     roles: list[Role] = []
     shapes = server_shapes(matrix, engine, stack, placement.own_nodes)
     router_name = "router"

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_infer.deployment import Deployment
-from pytest_infer.engines import deployment_for
 from pytest_infer.engines.base import Placement
+from pytest_infer.engines.compose import deployment_for
 from pytest_infer.launch import gpus, reaper
 from pytest_infer.launch.leases import ROLE_VARIABLE, LeaseError
 from pytest_infer.launch.local import LaunchError, LocalLauncher, free_ports
