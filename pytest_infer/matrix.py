@@ -35,9 +35,16 @@ class GpuKind(_Strict):
     gpus_per_node: int = Field(ge=1)
     scale_up_domain: int = Field(ge=1)
     fp4: bool
+    # FP8 in hardware; without it (MI250X, gfx90a) the reference every stack is judged against is bf16.
+    fp8: bool = True
     # Devices a deployment leases beyond its ranks (launch/leases.py): on cpu one core for the HTTP front
     # end and the load client, which otherwise starve beside another deployment's engine.
     host_devices: int = Field(0, ge=0)
+
+
+    @property
+    def reference_precision(self) -> str:
+        return "fp8" if self.fp8 else "bf16"
 
 
 class GpusFile(_Strict):
@@ -175,6 +182,7 @@ class EngineEvidence(_Strict):
     Apart from the optimizations' flags: a flag the launch drops must not take its evidence with it."""
 
     args_line: str = ""
+    args_name: str = "non-default args"  # what the args line is called in a contradiction
     config_line: str = ""
     rank_label: str = ""
     optimizations: dict[str, EvidenceSpec] = {}
@@ -332,6 +340,7 @@ class Matrix:
                 if engine.name != name:
                     raise MatrixError(f"{path}: key name: {engine.name!r}, but the entry point names it {name!r}")
                 self.engines[name], self.engine_files[name] = engine, path
+        self.engines = dict(sorted(self.engines.items()))  # every report lists engines in name order
         self._cross_check()
 
     def _cross_check(self) -> None:

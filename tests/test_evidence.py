@@ -205,3 +205,35 @@ def test_the_applied_table_shows_evidence_and_contradictions() -> None:
         in text
     assert "cpu-vllm-base" not in text  # nothing read back: no line
     assert applied_table(rows[2:]) == ""
+
+
+def _sglang_role(name: str, mode: str, spec: str | None, ranks: int) -> RoleReport:
+    """A role as SGLang 0.5.23 reports itself, in the shape its code writes (engine.py: the resolved dict;
+    observability/metrics_collector.py: the families). Written here, not recorded: no SGLang runs here."""
+    args = {"model_path": "/m", "tp_size": 8, "dp_size": ranks, "ep_size": ranks, "disaggregation_mode": mode,
+            "speculative_algorithm": spec, "quantization": "modelopt_fp4"}
+    log = f"[2026-12-03 08:00:00] server_args={args!r}\n"
+    metrics = "".join(
+        f'sglang:spec_verify_calls_total{{model_name="m",engine_type="{mode}",tp_rank="{r}",dp_rank="{r}"}} '
+        f'{12.0 if spec else 0.0}\n'
+        + (f'sglang:kv_transfer_bootstrap_ms_count{{engine_type="{mode}",tp_rank="{r}",dp_rank="{r}"}} 30.0\n'
+           if mode != "null" else "")
+        for r in range(ranks))
+    return role_report(name, log, SGLANG, metrics)
+
+
+SGLANG = Matrix(default_root()).engines["sglang"].evidence
+
+
+def test_sglang_roles_show_what_their_stack_claims_and_a_dropped_flag_is_caught() -> None:
+    roles = [_sglang_role("prefill", "prefill", "EAGLE", 8), _sglang_role("decode", "decode", "EAGLE", 8)]
+    ev = judge(SGLANG, "nvidia", ("fp4", "disagg", "wideep", "mtp"), roles)
+    assert ev.ok, ev.contradictions
+    assert "speculative_algorithm EAGLE on prefill, decode" in ev.seen["mtp"], ev.seen
+    dropped = [_sglang_role("prefill", "prefill", None, 8), _sglang_role("decode", "decode", None, 8)]
+    bad = judge(SGLANG, "nvidia", ("fp4", "disagg", "wideep", "mtp"), dropped)
+    assert len(bad.contradictions) == 1 and bad.contradictions[0].startswith("claims mtp: "), bad.contradictions
+    assert "no speculative_algorithm 'EAGLE*|NEXTN|STANDALONE' in prefill's server args" in bad.contradictions[0]
+    assert "spec_verify_calls" in bad.contradictions[0], bad.contradictions
+    one_rank = judge(SGLANG, "nvidia", ("fp4", "wideep"), [_sglang_role("server", "null", None, 1)])
+    assert not one_rank.ok and "claims wideep" in one_rank.contradictions[0], one_rank.contradictions

@@ -29,7 +29,7 @@ def test_collect_only_lists_every_mi355x_stack_fast(pytester: pytest.Pytester) -
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--gpu", "h900"], "unknown GPU kind 'h900'; valid: mi300x, mi325x, mi355x, h100"),
+    (["--gpu", "h900"], "unknown GPU kind 'h900'; valid: mi250x, mi300x, mi325x, mi355x, h100"),
     (["--gpu", "cpu", "--suite", "speed"], "unknown suite 'speed'; valid: composability, conformance"),
     (["--gpu", "b200", "--engine", "trtllm"], "unknown engine 'trtllm' for b200; valid: sglang, vllm"),
     (["--gpu", "b200", "--stack", "fp4+eagle"], "unknown optimization 'eagle'"),

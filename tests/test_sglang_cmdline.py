@@ -5,6 +5,7 @@ missing one fails there instead of skipping). And a sample compared with what In
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from pytest_infer.engines.sglang import arguments, parse, side_python
 from pytest_infer.matrix import Matrix, default_root
 from pytest_infer.space import Stack, all_stacks, parse_label
 
+pytest_plugins = ["pytester"]
 MATRIX = Matrix(default_root())
 try:
     side_python()
@@ -162,3 +164,27 @@ def test_a_launcher_that_drops_a_flag_is_caught_by_the_comparison() -> None:
     flags["--attention-backend"] = "triton"
     assert _differences(flags, IX_MI355X_FP4_MTP) == [
         "--attention-backend: InferenceX 'aiter', ours 'triton'", "--speculative-eagle-topk: InferenceX '1', ours None"]
+
+
+def test_the_mi355x_plan_is_accepted_by_sglang_with_disagg_behind_its_router(pytester: pytest.Pytester) -> None:
+    """The acceptance line: `--engine sglang --infer-plan` on mi355x, every role of every stack parsed."""
+    result = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--engine", "sglang",
+                                           "--infer-plan", "--report-dir", str(pytester.path / "r"))
+    assert result.ret == 0, result.stdout.str()
+    plan = json.loads((pytester.path / "r" / "mi355x" / "plan.json").read_text())
+    assert len({e["stack"] for e in plan}) == 16
+    served = [e for e in plan if e["role"] != "load"]
+    lines: dict[bool, list[tuple[str, list[str]]]] = {False: [], True: []}
+    for e in served:
+        args, router = arguments(e["argv"])
+        lines[router].append((f"{e['stack']} {e['role']}", args))
+    refused = [f"{who}: {err}" for router, items in lines.items()
+               for (who, _), err in zip(items, parse([a for _, a in items], router=router), strict=True) if err]
+    assert not refused, refused
+    disagg = {e["stack"] for e in served if e["role"] == "prefill"}
+    routed = {e["stack"] for e in served if e["role"] == "router" and "sglang_router.launch_router" in e["argv"]
+              and "--pd-disaggregation" in e["argv"]}
+    assert len(disagg) == 8 and routed == disagg, (disagg, routed)
+    # Same client as vLLM's stacks: the workload's load, pointed at the router.
+    load = next(e for e in plan if e["stack"] == "mi355x-sglang-disagg" and e["role"] == "load")
+    assert " bench serve " in " ".join(load["argv"]) and "--ignore-eos" in load["argv"]

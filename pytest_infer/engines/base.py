@@ -16,8 +16,6 @@ from pytest_infer.deployment import Deployment, Role
 from pytest_infer.matrix import EngineFile, Fragment, Matrix, MatrixError
 from pytest_infer.space import Stack
 
-REFERENCE_PRECISION = "fp8"
-
 # Ports used when printing a plan (nothing is launched): fixed so that plans are reproducible.
 PLAN_PORTS = {"server": 8000, "router": 8000, "prefill": 8100, "decode": 8200}
 
@@ -51,7 +49,7 @@ class ServerShape:
 
 def precision_of(matrix: Matrix, stack: Stack) -> str:
     found = [matrix.optimizations[o].precision for o in stack.opts if matrix.optimizations[o].precision]
-    return found[-1] if found and found[-1] else REFERENCE_PRECISION
+    return found[-1] if found and found[-1] else matrix.gpus[stack.gpu].reference_precision
 
 
 def checkpoint_of(matrix: Matrix, stack: Stack, model: str) -> str:

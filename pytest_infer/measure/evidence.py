@@ -280,7 +280,7 @@ def judge(evidence: EngineEvidence, vendor: str, opts: Sequence[str], reports: S
     unclaimed = []
     for opt, declared in evidence.optimizations.items():
         spec = declared.resolve(vendor)
-        parts = [_fields(spec, reports, "args", evidence.args_line, "non-default args"),
+        parts = [_fields(spec, reports, "args", evidence.args_line, evidence.args_name),
                  _fields(spec, reports, "config", evidence.config_line, "engine config"),
                  _counters(spec, reports), _ranks(spec, reports, evidence.rank_label)]
         seen = [s for p in parts for s in p[0]]
