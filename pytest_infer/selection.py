@@ -31,6 +31,14 @@ class Selection:
             s for e in run.engines for s in all_stacks(run.gpu, e, run.optimizations)]
         self.planned: list[Stack] = []  # the stacks of the collected items (after deselection)
 
+    def report_order(self) -> list[str]:
+        """Stack ids with one stack's engines side by side (vLLM's and SGLang's fp4+disagg rows together),
+        in the matrix's stack order; tests still run engine by engine."""
+        first: dict[tuple[str, str], int] = {}
+        for s in self.stacks:
+            first.setdefault((s.label, s.variant), len(first))
+        return [s.id for s in sorted(self.stacks, key=lambda s: first[(s.label, s.variant)])]
+
     def selected(self, stack: Stack) -> bool:
         return all(matches(stack, e, self.run.optimizations) for e in self.run.stack_exprs)
 

@@ -95,7 +95,7 @@ class InferSession:
         self.lab.close()
         if self.run.options.xdist_worker or self.run.options.plan or not self.rows:
             return
-        path = self.suite.report(self.rows.in_order([s.id for s in self.selection.stacks]))
+        path = self.suite.report(self.rows.in_order(self.selection.report_order()))
         self.matrix_path = str(path)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:  # GitHub Actions shows it on the run's page
@@ -106,7 +106,7 @@ class InferSession:
         if self.matrix_path is None:
             return
         terminalreporter.section("pytest-infer")
-        for line in summary_lines(self.rows.in_order([s.id for s in self.selection.stacks])):
+        for line in summary_lines(self.rows.in_order(self.selection.report_order())):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"matrix: {self.matrix_path}")
         if self.config.option.xmlpath:

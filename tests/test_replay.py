@@ -344,3 +344,26 @@ def test_a_plain_store_is_replayed_as_before(pytester: pytest.Pytester) -> None:
     assert set(rows) == {"b200-vllm-base", "b200-vllm-mtp"}
     assert rows["b200-vllm-mtp"]["ratios"] == {"50.00": 0.9, "100.00": 0.9}
     assert not (pytester.path / "r" / "b200" / "replayed").exists()
+
+
+def test_two_engines_side_by_side_in_the_matrix_and_in_one_plot(pytester: pytest.Pytester) -> None:
+    """The tp8 kv-offload files, and the same files relabelled as SGLang's here (framework and file name
+    changed: a second engine's data shaped like the first's, not a claim about SGLang): one stack's rows are
+    adjacent in the matrix, and one plot draws both engines' curves per stack."""
+    res = pytester.path / "res"
+    for engine in ("vllm", "sglang"):
+        (res / engine).mkdir(parents=True)
+        for f in OFFLOAD.glob("*_tp8_*.json"):
+            d = json_of(f)
+            d["framework"] = engine
+            (res / engine / f.name.replace("_vllm_", f"_{engine}_")).write_text(json.dumps(d))
+    result = _run(pytester, "b200", res, "--infer-matrices", str(kv_matrices(pytester.path / "m")))
+    assert result.ret == 1, result.stdout.str()  # the offload runs lost requests: failures, as for vLLM alone
+    md = (pytester.path / "r" / "b200" / "composability.md").read_text()
+    table = md.split("## Levels")[0]
+    ids = [ln.split("|")[1].strip(" `") for ln in table.splitlines() if ln.startswith("| `")]
+    assert ids == ["b200-sglang-fp4@dsr1-agentic-tp8-ep8", "b200-vllm-fp4@dsr1-agentic-tp8-ep8",
+                   "b200-sglang-fp4+kvoffload@dsr1-agentic-tp8-ep8", "b200-vllm-fp4+kvoffload@dsr1-agentic-tp8-ep8"]
+    plot = pytester.path / "r" / "b200" / "composability-engines.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(composability-engines.png)" in md
+    assert "4 measurement(s); engines `sglang 0.19.1`, `vllm 0.19.1`;" in md  # the files' image version, relabelled

@@ -73,6 +73,39 @@ def write_plots(rows: list[Row], stacks: Sequence[Stack], engines: Sequence[str]
     return written
 
 
+def write_engines_plot(rows: list[Row], stacks: Sequence[Stack], gpu: str, path: Path) -> Path | None:
+    """<suite>-engines.png: each stack measured on two or more engines, one panel, the engines' curves
+    side by side (same workload and client, so the curves compare). None when fewer than two engines."""
+    from matplotlib.figure import Figure
+
+    by_id = {s.id: s for s in stacks}
+    curves: dict[tuple[str, str], dict[str, Sweeps]] = {}
+    for row in rows:
+        stack = by_id.get(row.stack)
+        sw = _sweeps(f"{stack.engine} ({row.outcome})", row) if stack is not None else None
+        if stack is not None and sw is not None:
+            curves.setdefault((stack.label, stack.variant), {})[stack.engine] = sw
+    panels = [(k, v) for k, v in curves.items() if len(v) > 1]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5 * cols, 4 * nrows), layout="constrained")
+    for i, ((label, variant), engines) in enumerate(panels):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        for _, sw in sorted(engines.items()):
+            _draw(ax, sw, lw=2.0, alpha=1.0)
+        ax.set_title(f"{label}{f' [{variant}]' if variant else ''}", fontsize=10)
+        ax.set_xlabel("interactivity (tok/s/user)")
+        ax.set_ylabel("throughput (tok/s/GPU)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{gpu}: each stack on every engine that ran it (same workload, same client)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
+
+
 def _draw(ax: Any, sw: Sweeps, lw: float, alpha: float, colour: str | None = None) -> None:
     xs = [p.interactivity for p in sw.mean.frontier]
     ys = [p.throughput for p in sw.mean.frontier]

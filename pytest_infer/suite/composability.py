@@ -8,7 +8,7 @@ from pytest_infer.analysis.checks import Verdict, acceptance_collapse, composabi
 from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report import markdown
-from pytest_infer.report.plots import write_plots
+from pytest_infer.report.plots import write_engines_plot, write_plots
 from pytest_infer.report.rows import Row
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Measurement
@@ -99,6 +99,8 @@ class Composability(Suite):
         run, st = self.run, self.run.stats()
         plots = write_plots(rows, self.selection.stacks, run.engines, run.gpu,
                             lambda engine: run.paths.plot(self.name, engine))
+        both = write_engines_plot(rows, self.selection.stacks, run.gpu, run.paths.plot(self.name, "engines"))
+        plots += [both] if both is not None else []
         intro = (f"Each stack against the best of its parts (proper subsets) at matched interactivity "
                  f"(tok/s/user = 1000 / median TPOT), per-GPU throughput, {run.workload.repeats} "
                  f"repeat(s) per level: pass when the {st.confidence:.0%} interval on the ratio is at or above "
