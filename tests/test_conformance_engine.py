@@ -46,6 +46,7 @@ def _matrices(root: Path, damaged: Path) -> Path:
     """The shipped matrices plus `damaged`: the same stack served from the damaged weights, declared
     lossless (it must give base's greedy answers) -- what an FP8 GEMM bug looks like from outside."""
     shutil.copytree(SHIPPED, root)
+    (root / "engines" / "sglang.yaml").unlink()  # the cpu kind runs vLLM only: no SGLang spelling of `damaged`
     opts = yaml.safe_load((root / "optimizations.yaml").read_text())
     opts["optimizations"]["damaged"] = {"summary": "damaged weights", "precision": "damaged",
                                         "output_agreement": 0.95}

@@ -102,6 +102,7 @@ def _matrices_with(tmp: Path, fragments: dict[str, dict[str, object]],
     shipped = Path(__file__).resolve().parent.parent / "matrices"
     root = tmp / "matrices"
     shutil.copytree(shipped, root)
+    (root / "engines" / "sglang.yaml").unlink()  # the cpu kind runs vLLM only; its optimizations are replaced
     (root / "optimizations.yaml").write_text(yaml.safe_dump(
         {"optimizations": {name: {"summary": name} for name in fragments}}))
     engine = yaml.safe_load((root / "engines" / "vllm.yaml").read_text())
