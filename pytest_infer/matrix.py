@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pytest_infer.analysis.stats import two_sided_z
 from pytest_infer.engines import registry
+from pytest_infer.space import Stack, matches
 from pytest_infer.yamlfile import parse_model
 
 Vendor = Literal["amd", "nvidia", "cpu"]
@@ -264,7 +267,7 @@ class Workload(_Strict):
     input_len: int = Field(ge=1)
     output_len: int = Field(ge=1)
     range_ratio: float = Field(0.0, ge=0, le=1)
-    concurrency: list[int]
+    concurrency: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
     prompts_per_concurrency: int = Field(10, ge=1)
     min_prompts: int = Field(8, ge=1)
     warmups: int = Field(2, ge=0)
@@ -309,6 +312,12 @@ def _load(path: Path, schema: type[_M]) -> _M:
         text = path.read_text()
     except FileNotFoundError:
         raise MatrixError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise MatrixError(f"{path}: not a file (a directory)") from None
+    except UnicodeDecodeError as exc:
+        raise MatrixError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     return parse_model(path, text, schema, MatrixError)
 
 
@@ -341,6 +350,8 @@ class Matrix:
                     raise MatrixError(f"{path}: key name: {engine.name!r}, but the entry point names it {name!r}")
                 self.engines[name], self.engine_files[name] = engine, path
         self.engines = dict(sorted(self.engines.items()))  # every report lists engines in name order
+        if not self.engines:
+            raise MatrixError(f"{root / 'engines'}: no engine files (engines/<name>.yaml, one per engine)")
         self._cross_check()
 
     def _cross_check(self) -> None:
@@ -355,6 +366,9 @@ class Matrix:
             need(gpu in self.model_defaults, "models.yaml", f"defaults.{gpu}", "missing (every GPU kind needs one)")
         for name, engine in self.engines.items():
             file = str(self.engine_files[name])
+            for key, unknown in _unknown_placeholders(engine):
+                need(False, file, key, f"unknown placeholder ${{{unknown}}} (known: {', '.join(sorted(PLACEHOLDERS))}"
+                     f", and the params the file defines)")
             for gpu in engine.gpus:
                 need(gpu in self.gpus, file, f"gpus.{gpu}", "unknown GPU kind")
                 for opt in engine.gpus[gpu].unsupported:
@@ -367,6 +381,17 @@ class Matrix:
             for opt in engine.evidence.optimizations:
                 need(opt in self.optimizations, file, f"evidence.optimizations.{opt}", "not in optimizations.yaml")
         for i, kb in enumerate(self.known_broken):
+            where = f"known_broken.{i}"
+            probe = Stack(next(iter(self.gpus)), kb.engine, tuple(self.optimizations))
+            try:
+                matches(probe, kb.stack, list(self.optimizations))
+            except (ValueError, SyntaxError) as exc:
+                need(False, "known_broken.yaml", f"{where}.stack", f"{kb.stack!r}: {exc}")
+            try:
+                SpecifierSet(kb.versions)
+            except InvalidSpecifier:
+                need(False, "known_broken.yaml", f"{where}.versions", f"{kb.versions!r} is not a PEP 440 specifier "
+                     f"(e.g. '>=0.11,<0.12')")
             # A known engine without a YAML here (matrices that drop SGLang) keeps its entries, unused.
             need(kb.engine in self.engines or kb.engine in registry.registered(), "known_broken.yaml",
                  f"known_broken.{i}.engine", f"unknown engine {kb.engine!r}")
@@ -412,6 +437,36 @@ class Matrix:
     def known_broken_for(self, engine: str, gpu: str) -> list[KnownBroken]:
         return [kb for kb in self.known_broken
                 if kb.engine == engine and any(fnmatch.fnmatchcase(gpu, g) for g in kb.gpus)]
+
+
+# What engines/base.py fills in per role (the router's argv only gets host and port).
+PLACEHOLDERS = frozenset({"model", "served_name", "host", "port", "side_port", "router_host", "router_port",
+                          "run_dir", "max_model_len", "cpu_cores"})
+
+
+def _unknown_placeholders(engine: EngineFile) -> list[tuple[str, str]]:
+    """(key, placeholder) for every ${name} the engine file uses that nothing fills in (a typo such as
+    ${served}): found when the matrices load, not when a deployment is built mid-run."""
+    frags: list[tuple[str, Fragment]] = [("common", engine.common)]
+    frags += [(f"precisions.{k}", f) for k, f in engine.precisions.items()]
+    frags += [(f"optimizations.{k}", f) for k, f in engine.optimizations.items()]
+    strings: list[tuple[str, str]] = [("serve", a) for a in engine.serve]
+    params: set[str] = set()
+    while frags:
+        key, frag = frags.pop()
+        params |= set(frag.params)
+        strings += [(f"{key}.args", a) for a in frag.args] + [(f"{key}.env.{k}", v) for k, v in frag.env.items()]
+        frags += [(f"{key}.{role}", sub) for role in ("server", "prefill", "decode")
+                  if (sub := getattr(frag, role)) is not None]
+        frags += [(f"{key}.by_vendor.{k}", f) for k, f in frag.by_vendor.items()]
+        frags += [(f"{key}.by_gpu.{k}", f) for k, f in frag.by_gpu.items()]
+    known = PLACEHOLDERS | params
+    out = [(key, name) for key, text in strings for name in string.Template(text).get_identifiers()
+           if name not in known]
+    router = [*engine.router.argv, *(a for argv in engine.router.by_vendor.values() for a in argv)]
+    out += [("router.argv", name) for text in router for name in string.Template(text).get_identifiers()
+            if name not in ("host", "port")]
+    return sorted(set(out))
 
 
 def default_root() -> Path:

@@ -10,6 +10,7 @@ name a conftest or another plugin took stays theirs.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--infer-fresh", action="store_true", help="measure again even if results are stored")
     g.addoption("--infer-engine-args", metavar="ARGS",
                 help="flags appended to every serving role, e.g. '--max-num-seqs 4' (part of what is measured)")
-    g.addoption("--infer-repeats", metavar="N", type=int,
+    # Numbers are read as text and checked in Options: argparse's type= answers with four lines.
+    g.addoption("--infer-repeats", metavar="N",
                 help="sweeps per deployment, overriding the workload's repeats (an inconclusive verdict says "
                      "how many would decide it); stored sweeps are kept and only the missing ones measured")
     g.addoption("--infer-devices", metavar="IDS",
@@ -84,7 +86,7 @@ def add_options(parser: pytest.Parser) -> None:
                      "detected; the cores on cpu)")
     g.addoption("--infer-lease-dir", metavar="DIR",
                 help="where the per-device lease locks live (default: one directory per user in the temp dir)")
-    g.addoption("--infer-launch-timeout", metavar="S", type=float, default=900.0,
+    g.addoption("--infer-launch-timeout", metavar="S", default="900",
                 help="seconds a deployment may take to become healthy (default 900; on Slurm from when its job runs)")
     for name, what in (("partition", "partition"), ("account", "account"), ("qos", "QoS"),
                        ("reservation", "reservation")):
@@ -96,7 +98,7 @@ def add_options(parser: pytest.Parser) -> None:
                 help="--launcher slurm: more sbatch arguments, e.g. '--exclusive'")
     g.addoption("--infer-slurm-output", metavar="DIR", help="--launcher slurm: where each job's own output goes "
                 "(default: the stack's runs/ folder, beside the role logs)")
-    g.addoption("--infer-slurm-queue-timeout", metavar="S", type=float, default=3600.0,
+    g.addoption("--infer-slurm-queue-timeout", metavar="S", default="3600",
                 help="--launcher slurm: seconds a job may wait in the queue before its launch fails (default 3600)")
 
 
@@ -128,14 +130,65 @@ def _slurm(config: pytest.Config, path: Callable[[str], Path | None]) -> SlurmSe
         raise pytest.UsageError(f"pytest-infer: --infer-slurm-args {text!r}: {exc}") from None
     if any(not a.startswith("-") for a in extra[:1]):
         raise pytest.UsageError(f"pytest-infer: --infer-slurm-args {text!r}: sbatch arguments start with a flag")
-    queue = float(config.getoption("infer_slurm_queue_timeout"))
-    if queue <= 0:
-        raise pytest.UsageError(f"pytest-infer: --infer-slurm-queue-timeout {queue:g}: must be positive")
+    queue = _positive(config, "--infer-slurm-queue-timeout", float)
+    time_limit = str(config.getoption("infer_slurm_time"))
+    if not SLURM_TIME.fullmatch(time_limit):
+        raise pytest.UsageError(f"pytest-infer: --infer-slurm-time {time_limit!r}: not a Slurm time limit (MM, "
+                                f"MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED)")
     return SlurmSettings(partition=config.getoption("infer_slurm_partition"),
                          account=config.getoption("infer_slurm_account"), qos=config.getoption("infer_slurm_qos"),
                          reservation=config.getoption("infer_slurm_reservation"),
-                         time=str(config.getoption("infer_slurm_time")), extra=extra,
+                         time=time_limit, extra=extra,
                          output=path("--infer-slurm-output"), queue_timeout_s=queue)
+
+
+# sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]], or unlimited.
+SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|(?i:unlimited|infinite)")
+SLURM_ONLY = ("partition", "account", "qos", "reservation", "args", "output")
+
+
+def _rootpath(config: pytest.Config) -> Path:
+    """The rootdir from the command line's paths alone. pytest chooses its rootdir before it knows plugin
+    options, so in `--report-dir /some/dir` (a space, not `=`) it takes the value for a path and the
+    rootdir moves; chosen again from the fully parsed positional paths, ours (baselines/) does not."""
+    from _pytest.config.findpaths import determine_setup  # no public way to ask again; fall back if it moves
+
+    try:
+        root, *_ = determine_setup(inifile=config.option.inifilename, override_ini=config.option.override_ini,
+                                   args=[str(a) for a in config.option.file_or_dir or []],
+                                   rootdir_cmd_arg=config.option.rootdir or None,
+                                   invocation_dir=config.invocation_params.dir)
+    except Exception:  # a private API: its absence must not break a run
+        return config.rootpath
+    return Path(root)
+
+
+def _positive(config: pytest.Config, option: str, kind: Callable[[str], Any]) -> Any:
+    """A number option above 0, or one usage line naming it."""
+    text = config.getoption(option.lstrip("-").replace("-", "_"))
+    if text is None:
+        return None
+    try:
+        value = kind(str(text))
+    except ValueError:
+        raise pytest.UsageError(f"pytest-infer: {option} {text!r}: not a number") from None
+    if not value > 0 or value != value:
+        raise pytest.UsageError(f"pytest-infer: {option} {text}: must be above 0")
+    return value
+
+
+def _directory(option: str, path: Path | None, create: bool) -> None:
+    """A directory option that is a file, or (with `create`) cannot be made, is one usage line."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"pytest-infer: {option} {path}: is a file, not a directory")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise pytest.UsageError(f"pytest-infer: {option} {path}: cannot be created: "
+                                    f"{exc.strerror or exc}") from None
 
 
 def _legacy_dest(old: str) -> str:
@@ -191,19 +244,47 @@ class Options:
         launcher = get("--infer-launcher") or "local"
         if launcher not in ("local", "slurm"):
             raise pytest.UsageError(f"pytest-infer: --infer-launcher {launcher!r}: valid: local, slurm")
+        if launcher == "local":
+            given = [n for n in SLURM_ONLY if config.getoption(f"infer_slurm_{n}")]
+            if given:
+                raise pytest.UsageError(f"pytest-infer: --infer-slurm-{given[0]} needs --infer-launcher slurm")
+        stacks = get("--infer-stack")
+        if any(not e.strip() for e in stacks):
+            raise pytest.UsageError("pytest-infer: --stack '': empty expression (a label such as base or fp4+mtp, "
+                                    "or an expression such as 'mtp and not disagg')")
+        repeats = config.getoption("infer_repeats")
+        if repeats is not None:
+            try:
+                repeats = int(repeats)
+            except ValueError:
+                raise pytest.UsageError(f"pytest-infer: --infer-repeats {repeats!r}: not a whole number") from None
+        results = path("--infer-results")
+        baseline_update = bool(get("--infer-baseline-update"))
+        if baseline_update and results is not None:
+            raise pytest.UsageError("pytest-infer: --infer-baseline-update: baselines are written from live "
+                                    "measurements only, on the machine they gate (not from --infer-results)")
+        report_root = Path(get("--infer-report-dir") or "reports").resolve()
+        matrices, lease_dir = path("--infer-matrices"), path("--infer-lease-dir")
+        rootpath = _rootpath(config)
+        baseline_dir = path("--infer-baseline-dir") or rootpath / "baselines"
+        running = config.getoption("gpu") is not None and not config.getoption("collectonly") and not workerinput
+        for option, where, create in (("--infer-matrices", matrices, False),
+                                      ("--infer-baseline-dir", baseline_dir, False),
+                                      ("--infer-report-dir", report_root, running),
+                                      ("--infer-lease-dir", lease_dir, running)):
+            _directory(option, where, create)  # made now, when a run will write there: it fails here, not late
         return cls(
             launcher=launcher, slurm=_slurm(config, path) if launcher == "slurm" else None,
-            gpu=config.getoption("gpu"), suite=suite, engines=get("--infer-engine"),
-            model=get("--infer-model"), stacks=get("--infer-stack"),
-            report_root=Path(get("--infer-report-dir") or "reports").resolve(), results=path("--infer-results"),
-            plan=bool(config.getoption("infer_plan")), matrices=path("--infer-matrices"),
+            gpu=config.getoption("gpu"), suite=suite, engines=tuple(dict.fromkeys(get("--infer-engine"))),
+            model=get("--infer-model"), stacks=stacks,
+            report_root=report_root, results=results,
+            plan=bool(config.getoption("infer_plan")), matrices=matrices,
             fresh=bool(config.getoption("infer_fresh")), engine_args=config.getoption("infer_engine_args"),
-            repeats=config.getoption("infer_repeats"), devices=config.getoption("infer_devices"),
-            lease_dir=path("--infer-lease-dir"), launch_timeout_s=float(config.getoption("infer_launch_timeout")),
-            baseline_dir=path("--infer-baseline-dir") or config.rootpath / "baselines",
-            baseline_update=bool(get("--infer-baseline-update")),
+            repeats=repeats, devices=config.getoption("infer_devices"),
+            lease_dir=lease_dir, launch_timeout_s=_positive(config, "--infer-launch-timeout", float),
+            baseline_dir=baseline_dir, baseline_update=baseline_update,
             baseline_strict=bool(get("--infer-baseline-strict")), xdist_worker=workerinput is not None,
-            run_id=str(workerinput["testrunuid"]) if workerinput else None, rootpath=config.rootpath)
+            run_id=str(workerinput["testrunuid"]) if workerinput else None, rootpath=rootpath)
 
     def relative(self, path: Path) -> str:
         """A path as the user would type it from the rootdir (absolute outside it)."""

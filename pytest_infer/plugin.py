@@ -38,6 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
                 or getattr(config.option, "infer_legacy_engine", None):
             raise pytest.UsageError("pytest-infer: --suite, --engine and --infer-plan need --gpu KIND")
         return
+    if config.getoption("infer_plan") and getattr(config.option, "dist", "no") != "no":
+        # A plan launches nothing: one process writes it (xdist's controller collects nothing to plan).
+        config.option.dist, config.option.tx = "no", []
     from pytest_infer.session import InferSession
 
     infer = InferSession.from_config(config)  # raises pytest.UsageError on bad input: exit code 4

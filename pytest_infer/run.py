@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 def usage(msg: str) -> pytest.UsageError:
     return pytest.UsageError(f"pytest-infer: {msg}")
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or model in (".", "..")
 
 
 def engine_version(matrix: Matrix, engine: str) -> str | None:
@@ -82,6 +87,9 @@ class Run:
             except EngineError as exc:
                 raise usage(str(exc)) from None
         model = options.model or matrix.model_defaults[gpu].model
+        if model not in matrix.models and _looks_like_path(model) and not Path(model).expanduser().is_dir():
+            raise usage(f"--infer-model {model!r}: no such directory (a checkpoint path must exist here; a "
+                        f"name from models.yaml or a hub id such as org/name is taken as it is)")
         spec = matrix.models.get(model)
         if spec is not None and spec.builder is not None:
             try:
@@ -101,7 +109,7 @@ class Run:
             except (ValueError, SyntaxError) as exc:
                 raise usage(f"--stack {expr!r}: {exc}") from None
         extra: dict[str, tuple[str, ...]] = {}
-        if options.engine_args:
+        if options.engine_args is not None:
             try:
                 extra = {e: parse_engine_args(options.engine_args, [e]) for e in engines}
             except ValueError as exc:

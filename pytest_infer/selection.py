@@ -40,7 +40,9 @@ class Selection:
         return [s.id for s in sorted(self.stacks, key=lambda s: first[(s.label, s.variant)])]
 
     def selected(self, stack: Stack) -> bool:
-        return all(matches(stack, e, self.run.optimizations) for e in self.run.stack_exprs)
+        # Repeated --stack options are a union ("--stack base --stack mtp" runs both), as "repeatable" reads.
+        exprs = self.run.stack_exprs
+        return not exprs or any(matches(stack, e, self.run.optimizations) for e in exprs)
 
     def unsupported(self, stack: Stack) -> str | None:
         if self.replayed is not None and stack not in self.replayed:  # a part the results do not hold

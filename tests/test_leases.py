@@ -19,7 +19,7 @@ def test_device_lists_parse_and_bad_ones_say_why() -> None:
     assert parse_devices("0-3", "x") == ("0", "1", "2", "3")
     assert parse_devices("GPU-6f3e1a2b", "x") == ("GPU-6f3e1a2b",)
     for bad, why in (("0,0", "listed twice"), ("3-1", "runs backwards"), ("a b", "not a device id"),
-                     (",", "no device")):
+                     (",", "no devices")):
         with pytest.raises(LeaseError, match=why):
             parse_devices(bad, "--infer-devices")
 

@@ -266,7 +266,7 @@ def test_a_broken_or_foreign_baseline_is_reported_never_passed(pytester: pytest.
 def test_bad_engine_args_and_devices_are_usage_errors(pytester: pytest.Pytester) -> None:
     for flag, value, why in (("--infer-engine-args", "max-num-seqs 4", "expected engine flags"),
                              ("--infer-engine-args", "--x 'unclosed", "No closing quotation"),
-                             ("--infer-devices", "0,0", "device listed twice")):
+                             ("--infer-devices", "0,0", "device 0 listed twice")):
         result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "regression", "--engine", "vllm",
                                                flag, value, "--infer-plan")
         assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -10,6 +10,14 @@ from pytest_infer.engines.registry import adapter
 from pytest_infer.matrix import Matrix
 from pytest_infer.space import Stack
 
+# Flags every role gets from the launcher: given again, the last one wins and the launcher waits on a port
+# or a name the server no longer uses (until the launch timeout).
+LAUNCHER_OWNS = {
+    "--port": "it gives each role a free port and polls that one",
+    "--host": "it binds each role to the address the router and the client reach",
+    "--served-model-name": "the client and lm-eval ask for the model by the name it sets",
+}
+
 
 def deployment_for(matrix: Matrix, stack: Stack, model: str, placement: Placement,
                    local_models: dict[str, str] | None = None) -> Deployment:
@@ -29,6 +37,10 @@ def parse_engine_args(text: str, engines: list[str]) -> tuple[str, ...]:
         raise ValueError(f"--infer-engine-args {text!r}: {exc}") from None
     if not args or not args[0].startswith("-"):
         raise ValueError(f"--infer-engine-args {text!r}: expected engine flags, e.g. '--max-num-seqs 4'")
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in LAUNCHER_OWNS:
+            raise ValueError(f"--infer-engine-args {text!r}: {flag} is the launcher's ({LAUNCHER_OWNS[flag]})")
     for engine in engines:
         check = getattr(adapter(engine), "check_command_line", None)
         if check is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from functools import cache
 from typing import Any
 
@@ -32,11 +33,15 @@ def parallel_flags(shape: ServerShape, node_in_role: int, per_node: int, head_ho
 
 @cache
 def _serve_parser() -> Any:
-    # Imported lazily: vllm takes ~10 s to import, and only the parser check needs it.
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    # Imported lazily: vllm takes ~10 s to import, and only the parser check needs it. Its imports warn
+    # (torch.jit deprecations) on stderr, where a usage error must be the one line.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    return make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))  # type: ignore[no-untyped-call]
+    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))  # type: ignore[no-untyped-call]
+    return parser, validate_parsed_serve_args
 
 
 def check_command_line(argv: list[str]) -> None:
@@ -44,15 +49,14 @@ def check_command_line(argv: list[str]) -> None:
 
     Raises ValueError with vLLM's message when vLLM would refuse the command line.
     """
-    from vllm.entrypoints.launchers.cli_args import validate_parsed_serve_args
-
     if argv[:2] != ["vllm", "serve"]:
         raise ValueError(f"not a vllm serve command line: {argv[:3]}")
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = _serve_parser().parse_args(argv[2:])
-        validate_parsed_serve_args(args)
+            parser, validate = _serve_parser()
+            args = parser.parse_args(argv[2:])
+        validate(args)
     except SystemExit:
         lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
         raise ValueError(lines[-1] if lines else "vllm's parser refused the command line") from None

@@ -43,30 +43,41 @@ def parse_devices(text: str, where: str) -> tuple[str, ...]:
         lo, sep, hi = part.partition("-")
         if sep and lo.isdigit() and hi.isdigit():
             if int(hi) < int(lo):
-                raise LeaseError(f"{where}: range {part!r} runs backwards")
+                raise LeaseError(f"{where} {text!r}: range {part!r} runs backwards")
             out += [str(i) for i in range(int(lo), int(hi) + 1)]
-        elif part.replace("-", "").replace("_", "").isalnum():
+        elif part[0].isalnum() and part.replace("-", "").replace("_", "").isalnum():
             out.append(part)  # GPU UUIDs (GPU-6f3e...) are ids too
         else:
-            raise LeaseError(f"{where}: {part!r} is not a device id")
+            raise LeaseError(f"{where} {text!r}: {part!r} is not a device id")
     if len(set(out)) != len(out):
-        raise LeaseError(f"{where}: device listed twice in {text!r}")
+        raise LeaseError(f"{where} {text!r}: device {next(d for d in out if out.count(d) > 1)} listed twice")
     if not out:
-        raise LeaseError(f"{where}: no device in {text!r}")
+        raise LeaseError(f"{where} {text!r}: no devices")
     return tuple(out)
+
+
+def _cores() -> tuple[str, ...]:
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return tuple(str(c) for c in usable)
 
 
 def device_pool(vendor: str, option: str | None, detected: int) -> tuple[tuple[str, ...], str]:
     """(device ids, where they came from): --infer-devices, else the vendor's *_VISIBLE_DEVICES, else
     0..detected-1; on cpu the cores this process may run on."""
-    if option:
-        return parse_devices(option, "--infer-devices"), "--infer-devices"
+    if option is not None:
+        devices = parse_devices(option, "--infer-devices")
+        if vendor == "cpu":  # the cores exist or not, here and now
+            cores = set(_cores())
+            missing = [d for d in devices if d not in cores]
+            if missing:
+                raise LeaseError(f"--infer-devices {option!r}: device {missing[0]} does not exist here "
+                                 f"(cores this process may use: {', '.join(sorted(cores, key=int))})")
+        return devices, "--infer-devices"
     for var in VISIBLE.get(vendor, ()):
         if os.environ.get(var, "").strip():
             return parse_devices(os.environ[var], var), var
     if vendor == "cpu":
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-        return tuple(str(c) for c in cores), "the cores this process may use"
+        return _cores(), "the cores this process may use"
     return tuple(str(i) for i in range(detected)), "devices detected"
 
 

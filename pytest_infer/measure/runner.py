@@ -297,6 +297,8 @@ class Runner:
     def _usable(self, stack: Stack, key: str) -> tuple[Measurement | None, bool]:
         """(the stored measurement, True) to use as it is, or (a partial one to resume or None, False)."""
         m = self.store.load(stack.id, key)
+        while self.store.set_aside:
+            self.log(f"[infer] {stack.id}: {self.store.set_aside.pop(0)}")
         if m is not None and self.run_id and m.run_id == self.run_id and m.status != "running":
             return m, True  # another xdist worker of this session measured it (or failed to): never twice
         if self.fresh:
@@ -424,6 +426,8 @@ class _Member:
         return {r.name: r.url for r in self.dep.roles if r.port is not None and r.kind != "router"}
 
 
+# When the engine core is killed (OOM killer, a signal) nothing raises: vLLM's front end says so instead.
+_DEATH = ("exited unexpectedly", "died unexpectedly", "EngineDeadError")
 _GENERIC = ("Engine core initialization failed", "Worker failed with error", "EngineCore encountered",
             "APIServer", "see root cause")
 
@@ -434,12 +438,15 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
     exc_re = re.compile(r"(?:^|\]\s+|\s)([A-Za-z_][\w.]*(?:Error|Exception))(?::\s*(.*))?$")
     frame_re = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
     found: list[str] = []
+    dead: list[str] = []
     for log in sorted(log_dir.glob("*.log")):
         frame = ""
         for line in log.read_text(errors="replace").splitlines():
             if hit := frame_re.search(line):
                 frame = f" in {hit.group(3)} ({Path(hit.group(1)).name}:{hit.group(2)})"
                 continue
+            if any(d in line for d in _DEATH) and not dead:
+                dead.append(line.split("] ", 1)[-1].strip()[:200])  # a process died without an exception
             if "WARNING" in line or any(g in line for g in _GENERIC):
                 continue
             hit = exc_re.search(line.strip())
@@ -447,7 +454,7 @@ def root_causes(log_dir: Path, limit: int = 2) -> str:
                 text = f"{hit.group(1)}{': ' + hit.group(2).strip() if hit.group(2) else ''}{frame}"
                 if text not in found:
                     found.append(text)
-    return " | ".join(found[:limit])
+    return " | ".join(found[:limit] or dead)
 
 
 def smoke(runner: Runner, stack: Stack) -> SmokeResult:

@@ -10,7 +10,7 @@ from typing import ClassVar, Generic, TypeVar
 from filelock import FileLock
 
 from pytest_infer.files import write_whole
-from pytest_infer.store.records import Measurement, Record
+from pytest_infer.store.records import Measurement, Record, ResultError
 
 R = TypeVar("R", bound=Record)
 SKIPPED = "skipped.txt"  # beside a replayed store: the files of the results tree that were not read, why
@@ -22,6 +22,7 @@ class RecordStore(Generic[R]):
     def __init__(self, root: Path, read_only: bool = False) -> None:
         self.root = root
         self.read_only = read_only
+        self.set_aside: list[str] = []  # broken records moved out of the way, one line each, for the log
 
     def path(self, stack_id: str, key: str) -> Path:
         return self.root / f"{stack_id}-{key}.json"
@@ -35,8 +36,21 @@ class RecordStore(Generic[R]):
         return self.schema.model_validate_json(path.read_text())  # type: ignore[return-value]
 
     def load(self, stack_id: str, key: str) -> R | None:
+        """The stored record, or None. A broken one (truncated, mistyped) in a store this run writes is moved
+        aside to `<name>.broken` and measured again; in a replayed store it is a ResultError naming the file."""
         path = self.path(stack_id, key)
-        return self._read(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return self._read(path)
+        except (OSError, ValueError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if self.read_only:
+                raise ResultError(f"{path}: not a readable record: {why}") from None
+            aside = path.with_name(path.name + ".broken")
+            path.replace(aside)
+            self.set_aside.append(f"{path}: not a readable record ({why}); moved to {aside.name}, measured again")
+            return None
 
     def save(self, r: R) -> Path:
         if self.read_only:
