@@ -540,3 +540,22 @@ def test_more_repeats_resume_the_stored_sweeps_and_pair_all_rounds(pytester: pyt
     assert out.count("c=1 r=3") == 2 and "r=0" not in out, out  # only the new sweep was measured
     md = (reports / "cpu" / "composability.md").read_text()
     assert "4 repeat(s) per level" in md and "|             4 |         4 |" in md, md
+
+
+def test_a_port_taken_at_bind_time_is_retried_on_a_fresh_port(pytester: pytest.Pytester) -> None:
+    """Fake servers: the first start of `fast` finds its port bound by another process (a real EADDRINUSE
+    from the server's own bind); the launch is retried on fresh ports instead of failing the stack."""
+    matrices = _fake_matrices(pytester.path / "m", opts=("fast",), levels="[1, 4]")
+    engine = matrices / "engines" / "fake.yaml"
+    marker = pytester.path / "taken-once"
+    engine.write_text(engine.read_text().replace('fast: {env: {FAKE_TOKEN_DELAY: "0.001"}}',
+                                                 f'fast: {{env: {{FAKE_TOKEN_DELAY: "0.001", '
+                                                 f'FAKE_PORT_TAKEN_ONCE: "{marker}"}}}}'))
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--infer-matrices",
+                                           str(matrices), "--report-dir", str(pytester.path / "r"),
+                                           "-p", "no:cacheprovider", "--stack", "fast", "-s")
+    out = result.stdout.str()
+    assert marker.exists() and "a port was taken between choosing and binding it; again on fresh ports (1 of 3)" \
+        in out, out[-3000:]
+    assert "cpu-fake-fast: healthy after" in out and "already in use" not in out.split("again on")[1]
+    assert result.parseoutcomes().get("failed", 0) == 0, out[-3000:]

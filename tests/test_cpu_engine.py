@@ -161,3 +161,47 @@ def test_a_capped_deployment_fails_with_its_interval_and_an_identical_one_does_n
     same = rows["test_composability[cpu-vllm-same]"]
     assert same["verdict"] in ("pass", "inconclusive"), same
     print(f"capped: {capped['message']}\nsame: {same['verdict']}: {same['message']}")
+
+
+def test_an_engine_killed_mid_sweep_fails_with_its_cause_and_the_rerun_measures_only_the_rest(
+        tmp_path: Path) -> None:
+    """SIGKILL of the engine core (as the OOM killer would) after two levels are stored: the stack fails
+    naming the dead core; the next run keeps the stored levels and measures only the missing ones."""
+    matrices = _matrices_with(tmp_path, {}, cpu_workload={"concurrency": [4, 16], "repeats": 2})
+    reports, marker = tmp_path / "r", f"kill-{os.getpid()}-{time.time()}"
+    args = [sys.executable, "-m", "pytest", "--gpu", "cpu", "--suite", "composability", "--stack", "base",
+            "--infer-matrices", str(matrices), "--report-dir", str(reports), "-p", "no:cacheprovider", "-s"]
+    env = {**os.environ, "PYTEST_INFER_TEST_MARKER": marker}
+    cwd = Path(__file__).resolve().parent.parent
+    first = subprocess.Popen(args, stdout=(tmp_path / "first.txt").open("wb"), stderr=subprocess.STDOUT, cwd=cwd,
+                             env=env)
+    deadline, killed = time.monotonic() + 600, None
+    while time.monotonic() < deadline and first.poll() is None and killed is None:
+        stored = list((reports / "cpu" / "results").glob("cpu-vllm-base-*.json"))
+        try:
+            levels = len(json.loads(stored[0].read_text())["levels"]) if stored else 0
+        except (ValueError, OSError):
+            levels = 0  # caught between writes
+        if levels >= 2:
+            cores = [p for p in _engine_procs(marker, first.pid) if "EngineCore" in p.name()]
+            if cores:
+                killed = cores[0]
+                killed.kill()
+        time.sleep(0.5)
+    assert killed is not None, (tmp_path / "first.txt").read_text()[-3000:]
+    first.wait(timeout=300)
+    out = (tmp_path / "first.txt").read_text()
+    assert first.returncode == 1, out[-3000:]
+    assert "root cause:" in out and "engine core exited unexpectedly" in out, out[-3000:]
+    record = json.loads(next((reports / "cpu" / "results").glob("cpu-vllm-base-*.json")).read_text())
+    kept = [(lv["repeat"], lv["concurrency"]) for lv in record["levels"]]
+    assert record["status"] == "failed" and 2 <= len(kept) < 4, record["status"]
+
+    again = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"resuming {len(kept)} stored level(s) of a run that failed" in again.stdout
+    measured = [ln for ln in again.stdout.splitlines() if "[infer] cpu-vllm-base: c=" in ln]
+    assert len(measured) == 4 - len(kept), measured  # only the missing levels
+    final = json.loads(next((reports / "cpu" / "results").glob("cpu-vllm-base-*.json")).read_text())
+    assert final["status"] == "ok" and len(final["levels"]) == 4
+    assert [(lv["repeat"], lv["concurrency"]) for lv in final["levels"]][:len(kept)] == kept

@@ -257,7 +257,14 @@ class Runner:
                         dep: Deployment) -> Measurement:
         """The record a launch fills level by level (a stored partial one resumes), saved as running."""
         plan = self.plan(stack)
-        m = previous if previous is not None and previous.status != "failed" else Measurement(
+        if previous is not None and previous.status == "failed":
+            # A deployment that died mid-sweep keeps its clean levels, as after Ctrl-C: only the rest is measured.
+            kept = [lv for lv in previous.levels if not lv.problems()]
+            if kept:
+                self.log(f"[infer] {stack.id}: resuming {len(kept)} stored level(s) of a run that failed "
+                         f"({previous.error.splitlines()[-1][:160] if previous.error else 'no reason stored'})")
+            previous.levels = kept
+        m = previous if previous is not None else Measurement(
             key=key, stack=stack.id, engine=stack.engine, engine_version=self.engine_version, gpu=stack.gpu,
             model=self.model, gpus=dep.gpus, decode_gpus=dep.decode_gpus, workload=self.matrix.workload(stack.gpu),
             argv={r.name: r.argv for r in plan.roles}, device=self.device,
@@ -330,32 +337,11 @@ class Runner:
                 n = self.plan(stack).gpus
                 mine = devices if self.shared_devices or not devices else devices[at:at + n]
                 at += 0 if self.shared_devices else n
-                run_dir = self.paths.run_dir(stack.id)
-                try:
-                    dep = self.launchable(stack, run_dir, mine)
-                except MeasurementFailed as exc:
-                    done[stack.id] = self._failed_record(stack, key, str(exc))
-                    continue
-                m = self._running_record(stack, key, previous, dep)
-                self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
-                         f"({dep.gpus} device(s){' on ' + ','.join(mine) if mine else ''}"
-                         f"{f', interleaved with {len(need) - 1} other(s)' if len(need) > 1 else ''}), "
-                         f"logs in {run_dir}")
-                launcher = self.launcher(stack, dep, self.paths.logs(stack.id))
-                t0 = time.monotonic()
-                member = _Member(stack, launcher, m)
-                try:
-                    launcher.start()
-                except LaunchError as exc:
-                    launcher.stop()
-                    done[stack.id] = self._fail(member, exc)
-                    continue
-                except BaseException:
-                    launcher.stop()
-                    raise
-                m.launch_s = time.monotonic() - t0
-                self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
-                up.append(member)
+                member_or_failed = self._launch(stack, key, previous, mine, len(need))
+                if isinstance(member_or_failed, Measurement):
+                    done[stack.id] = member_or_failed
+                else:
+                    up.append(member_or_failed)
             if self._bench is None and up:
                 self._bench = BenchClient(self.paths.bench_worker)
             workload = self.matrix.workload(need[0][0].gpu)
@@ -397,6 +383,42 @@ class Runner:
                 member.launcher.stop()
         return done
 
+    def _launch(self, stack: Stack, key: str, previous: Measurement | None, mine: tuple[str, ...],
+                together: int) -> _Member | Measurement:
+        """Launch one deployment until healthy (the member to sweep), or its failed record. A port another
+        process took between choosing and binding it is retried on fresh ports, PORT_RETRIES times."""
+        run_dir = self.paths.run_dir(stack.id)
+        for attempt in range(PORT_RETRIES + 1):
+            try:
+                dep = self.launchable(stack, run_dir, mine)
+            except MeasurementFailed as exc:
+                return self._failed_record(stack, key, str(exc))
+            m = self._running_record(stack, key, previous, dep)
+            self.log(f"[infer] {stack.id}: launching {', '.join(r.name for r in dep.roles)} "
+                     f"({dep.gpus} device(s){' on ' + ','.join(mine) if mine else ''}"
+                     f"{f', interleaved with {together - 1} other(s)' if together > 1 else ''}), "
+                     f"logs in {run_dir}")
+            launcher = self.launcher(stack, dep, self.paths.logs(stack.id))
+            t0 = time.monotonic()
+            member = _Member(stack, launcher, m)
+            try:
+                launcher.start()
+            except LaunchError as exc:
+                launcher.stop()
+                if attempt < PORT_RETRIES and PORT_TAKEN in str(exc).lower():
+                    self.log(f"[infer] {stack.id}: a port was taken between choosing and binding it; again on "
+                             f"fresh ports ({attempt + 1} of {PORT_RETRIES})")
+                    previous = m
+                    continue
+                return self._fail(member, exc)
+            except BaseException:
+                launcher.stop()
+                raise
+            m.launch_s = time.monotonic() - t0
+            self.log(f"[infer] {stack.id}: healthy after {m.launch_s:.0f} s")
+            return member
+        raise AssertionError("unreachable: the last attempt returns")
+
     def _fail(self, member: _Member, exc: Exception) -> Measurement:
         causes = root_causes(self.paths.logs(member.stack.id))
         m = member.m
@@ -425,6 +447,9 @@ class _Member:
     def scraped(self) -> dict[str, str]:
         return {r.name: r.url for r in self.dep.roles if r.port is not None and r.kind != "router"}
 
+
+PORT_RETRIES = 3
+PORT_TAKEN = "address already in use"  # errno 98, as Python and asyncio print it in the role's log tail
 
 # When the engine core is killed (OOM killer, a signal) nothing raises: vLLM's front end says so instead.
 _DEATH = ("exited unexpectedly", "died unexpectedly", "EngineDeadError")

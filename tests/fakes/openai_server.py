@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 
 from aiohttp import web
@@ -141,6 +142,12 @@ def main() -> None:
     app = web.Application()
     app.add_routes([web.get("/health", health), web.get("/v1/models", models), web.get("/metrics", metrics),
                     web.post("/v1/completions", completions)])
+    taken_once = os.environ.get("FAKE_PORT_TAKEN_ONCE")  # a marker file: the first start finds its port taken
+    if taken_once and not os.path.exists(taken_once):
+        open(taken_once, "w").close()
+        squatter = socket.socket()  # someone else binds the port between the launcher choosing and us binding
+        squatter.bind((args.host, args.port))
+        squatter.listen()
     web.run_app(app, host=args.host, port=args.port, print=None)
 
 
