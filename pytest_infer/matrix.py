@@ -439,7 +439,7 @@ class Matrix:
                 if kb.engine == engine and any(fnmatch.fnmatchcase(gpu, g) for g in kb.gpus)]
 
 
-# What engines/base.py fills in per role (the router's argv only gets host and port).
+# What engines/base.py fills in per role (the router's argv only gets host, port and side_port).
 PLACEHOLDERS = frozenset({"model", "served_name", "host", "port", "side_port", "router_host", "router_port",
                           "run_dir", "max_model_len", "cpu_cores"})
 
@@ -465,7 +465,7 @@ def _unknown_placeholders(engine: EngineFile) -> list[tuple[str, str]]:
            if name not in known]
     router = [*engine.router.argv, *(a for argv in engine.router.by_vendor.values() for a in argv)]
     out += [("router.argv", name) for text in router for name in string.Template(text).get_identifiers()
-            if name not in ("host", "port")]
+            if name not in ("host", "port", "side_port")]
     return sorted(set(out))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +59,14 @@ class InferSession:
         selection = Selection(run, replayed)
         lab = Lab(run, selection, _live_log(config), fresh=kind.fresh, with_parts=kind.with_parts)
         return cls(config, run, kind(run, selection, lab))
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        run = self.run
+        lines = [f"pytest-infer: {run.gpu}, engines {', '.join(run.engines)}, model {run.model}"]
+        if run.model not in run.matrix.models and not Path(run.model).expanduser().is_dir():
+            lines.append(f"pytest-infer: model {run.model!r} is not in {run.matrix.root / 'models.yaml'} and not a "
+                         f"directory here: taken as a hub id, the same checkpoint for every precision")
+        return lines
 
     # ---- collection ---------------------------------------------------------------------------------
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:

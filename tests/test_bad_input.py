@@ -296,3 +296,11 @@ def test_a_broken_record_in_the_run_store_is_set_aside_and_measured_again(tmp_pa
     (tmp_path / "cpu-vllm-mtp-0123456789ab.json").write_text("[]")
     with pytest.raises(ResultError, match=r"cpu-vllm-mtp-0123456789ab\.json: not a readable record"):
         Store(tmp_path, read_only=True).load("cpu-vllm-mtp", "0123456789ab")  # a replayed store is not changed
+
+
+def test_a_model_name_not_in_the_matrices_is_said_to_be_a_hub_id(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--gpu", "b200", "--engine", "vllm", "--suite", "smoke",
+                                           "--model", "org/some-model", "--collect-only")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["pytest-infer: model 'org/some-model' is not in *models.yaml and not a directory "
+                                 "here: taken as a hub id*"])

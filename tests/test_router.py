@@ -17,6 +17,7 @@ import pytest
 from pytest_infer.deployment import Deployment, Role, RoleKind
 from pytest_infer.launch.local import LocalLauncher, free_ports
 from pytest_infer.launch.router import PREFILL_KV_PARAMS
+from pytest_infer.matrix import Matrix, default_root
 
 # A fake vLLM server: appends every POST to <record>; prefill answers with kv_transfer_params, decode
 # streams three SSE chunks 0.3 s apart. Prompt "fail": the decode side answers 500; "reject": prefill 400.
@@ -217,6 +218,8 @@ def _complete(url: str) -> dict[str, Any]:
 @pytest.mark.engine
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 def test_example_connector_through_router(tmp_path: Path) -> None:
+    """Real vLLM CPU prefill and decode servers (ExampleConnector) behind the matrix's router, vllm-router:
+    greedy output identical to one server's, and the decode server loaded the prefill's KV."""
     from pytest_infer.tiny.model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model")
@@ -228,10 +231,14 @@ def test_example_connector_through_router(tmp_path: Path) -> None:
 
     pp, dp, rp = free_ports(3)
     kv = ["--kv-transfer-config", KV_CONFIG.replace("SHARED", str(tmp_path / "kv"))]
-    router = Role(name="router", kind="router", gpus=0, host="127.0.0.1", port=rp, env={},
-                  argv=["python", "-m", "pytest_infer.launch.router", "--host", "127.0.0.1",
-                        "--port", str(rp), "--prefill", f"http://127.0.0.1:{pp}",
-                        "--decode", f"http://127.0.0.1:{dp}"])
+    # The router the cpu matrix runs (vllm-router), as engines/base.py fills it in.
+    spec = Matrix(default_root()).engines["vllm"].router
+    (side,) = free_ports(1)
+    values = {"${host}": "127.0.0.1", "${port}": str(rp), "${side_port}": str(side)}
+    argv = [values.get(a, a) for a in spec.argv]
+    assert argv[0] == "vllm-router" and "${" not in " ".join(argv), argv
+    router = Role(name="router", kind="router", gpus=0, host="127.0.0.1", port=rp, env={}, health_path=spec.health_path,
+                  argv=[*argv, "--prefill", f"http://127.0.0.1:{pp}", "--decode", f"http://127.0.0.1:{dp}"])
     pd = Deployment(stack="disagg", engine="vllm", gpu="cpu", model=str(model), served_name="tiny", nodes=1,
                     endpoint="router",
                     roles=[_vllm("prefill", "prefill", model, pp, kv, {"VLLM_CPU_OMP_THREADS_BIND": "0"}),

@@ -179,7 +179,8 @@ def build(matrix: Matrix, engine: EngineFile, stack: Stack, model: str, model_pa
     if len(shapes) > 1:
         vendor = kind.vendor
         host = placement.hosts(0)
-        values = {"host": host, "port": str(placement.ports(router_name))}
+        values = {"host": host, "port": str(placement.ports(router_name)),
+                  "side_port": str(placement.side_ports(router_name))}
         argv = [substitute(a, values, f"{where} router")
                 for a in engine.router.by_vendor.get(vendor, engine.router.argv)]
         for r in roles:

@@ -69,8 +69,9 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def resolve_argv(argv: list[str]) -> list[str]:
-    """Point a leading `vllm` / `python` at the running interpreter's venv, so PATH does not matter."""
-    if argv and argv[0] in ("vllm", "python"):
+    """Point a leading `vllm` / `vllm-router` / `python` at the running interpreter's venv, so PATH does
+    not matter."""
+    if argv and argv[0] in ("vllm", "vllm-router", "python"):
         candidate = Path(sys.executable).parent / argv[0]
         if candidate.exists():
             return [str(candidate), *argv[1:]]
