@@ -60,11 +60,7 @@ def write_plots(rows: list[Row], stacks: Sequence[Stack], engines: Sequence[str]
                         ax.plot([lo, top.interactivity], [top.throughput] * 2, ls="--", lw=1.0,
                                 color=colour if part == stack else "gray", label=f"{sw.name} flat (saturated)")
             variant = f" [{stack.variant}]" if stack.variant else ""
-            ax.set_title(f"{stack.label}{variant}: {row.outcome}", fontsize=10)
-            ax.set_xlabel("interactivity (tok/s/user)")
-            ax.set_ylabel("throughput (tok/s/GPU)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _dress(ax, f"{stack.label}{variant}: {row.outcome}")
         fig.suptitle(f"{gpu} {engine}: each stack (bold) against its parts; dots are single repeats")
         path = path_of(engine)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,15 +91,19 @@ def write_engines_plot(rows: list[Row], stacks: Sequence[Stack], gpu: str, path:
         ax = fig.add_subplot(nrows, cols, i + 1)
         for _, sw in sorted(engines.items()):
             _draw(ax, sw, lw=2.0, alpha=1.0)
-        ax.set_title(f"{label}{f' [{variant}]' if variant else ''}", fontsize=10)
-        ax.set_xlabel("interactivity (tok/s/user)")
-        ax.set_ylabel("throughput (tok/s/GPU)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _dress(ax, f"{label}{f' [{variant}]' if variant else ''}")
     fig.suptitle(f"{gpu}: each stack on every engine that ran it (same workload, same client)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
+
+
+def _dress(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("interactivity (tok/s/user)")
+    ax.set_ylabel("throughput (tok/s/GPU)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _draw(ax: Any, sw: Sweeps, lw: float, alpha: float, colour: str | None = None) -> None:
