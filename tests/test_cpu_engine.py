@@ -183,7 +183,9 @@ def test_an_engine_killed_mid_sweep_fails_with_its_cause_and_the_rerun_measures_
         except (ValueError, OSError):
             levels = 0  # caught between writes
         if levels >= 2:
-            cores = [p for p in _engine_procs(marker, first.pid) if "EngineCore" in p.name()]
+            # By its title (VLLM::EngineCore), among pytest's descendants: setproctitle overwrites the
+            # environment block, so the marker cannot be read back from this one.
+            cores = [p for p in psutil.Process(first.pid).children(recursive=True) if "EngineCore" in p.name()]
             if cores:
                 killed = cores[0]
                 killed.kill()
