@@ -102,3 +102,24 @@ def test_server_side_interactivity_uses_the_slowest_decoding_role_and_keeps_the_
     assert lv.interactivity_source == "server"
     with pytest.raises(ResultError, match=r"x\.json: interactivity_from: server, but no role exported"):
         _level(50.0).use_server_interactivity({"server": {"requests_finished": 3}}, "x.json")
+
+
+def test_sglang_families_land_on_the_same_keys() -> None:
+    """The names SGLang 0.5.23 exports (observability/metrics_collector.py; written here in that shape, not
+    recorded: no SGLang runs on this machine), parsed into the keys the reports read for vLLM."""
+    text = (
+        "# TYPE sglang:token_usage gauge\n"
+        'sglang:token_usage{model_name="m",engine_type="decode",tp_rank="0",dp_rank="0"} 0.25\n'
+        "# TYPE sglang:num_running_reqs gauge\n"
+        'sglang:num_running_reqs{model_name="m",engine_type="decode",tp_rank="0",dp_rank="0"} 12\n'
+        "# TYPE sglang:spec_accept_rate gauge\n"
+        'sglang:spec_accept_rate{model_name="m",engine_type="decode",tp_rank="0",dp_rank="0"} 0.7\n'
+        "# TYPE sglang:kv_transfer_latency_ms histogram\n"
+        'sglang:kv_transfer_latency_ms_bucket{engine_type="prefill",le="+Inf"} 40\n'
+        'sglang:kv_transfer_latency_ms_count{engine_type="prefill"} 40\n'
+        'sglang:kv_transfer_latency_ms_sum{engine_type="prefill"} 812.5\n'
+        "# TYPE sglang:num_transfer_failed_reqs counter\n"
+        'sglang:num_transfer_failed_reqs_total{engine_type="prefill"} 0\n')
+    got = parse(text)
+    assert got == {"sglang:token_usage": 0.25, "sglang:num_running_reqs": 12.0, "sglang:spec_accept_rate": 0.7,
+                   "sglang:kv_transfer_latency_ms_count": 40.0, "sglang:num_transfer_failed_reqs_total": 0.0}

@@ -1,8 +1,8 @@
 """Engine metrics around one level: what explains a number.
 
 Each role's Prometheus endpoint is read before and after the level (counters become deltas) and
-sampled while it runs (gauges become mean and max). vLLM's names; an engine without them simply
-records fewer keys.
+sampled while it runs (gauges become mean and max). vLLM's and SGLang's names under one set of keys; an
+engine without them simply records fewer keys.
 """
 
 from __future__ import annotations
@@ -31,11 +31,20 @@ COUNTERS = {
     # front end), so a CPU-starved front end or client cannot distort it.
     "vllm:request_time_per_output_token_seconds_sum": "tpot_sum_s",
     "vllm:request_time_per_output_token_seconds_count": "tpot_count",
+    # SGLang 0.5.23 (observability/metrics_collector.py): transfers counted on the prefill side.
+    "sglang:kv_transfer_latency_ms_count": "kv_transfers",
+    "sglang:num_transfer_failed_reqs_total": "kv_transfer_failures",
+    "sglang:spec_verify_calls_total": "spec_verifies",
 }
 GAUGES = {
     "vllm:kv_cache_usage_perc": "kv_cache_usage",
     "vllm:num_requests_running": "requests_running",
     "vllm:num_requests_waiting": "requests_waiting",
+    # SGLang's gauges are written every --decode-log-interval decode steps (default 40), not per request.
+    "sglang:token_usage": "kv_cache_usage",
+    "sglang:num_running_reqs": "requests_running",
+    "sglang:num_queue_reqs": "requests_waiting",
+    "sglang:spec_accept_rate": "spec_accept_rate",
 }
 
 
@@ -152,6 +161,8 @@ class Scraper:
             drafted = got.get("spec_draft_tokens", 0.0)
             if drafted > 0:
                 got["spec_acceptance_rate"] = got.get("spec_accepted_tokens", 0.0) / drafted
+            elif got.get("spec_accept_rate_mean", 0.0) > 0:  # SGLang reports the rate itself (a gauge)
+                got["spec_acceptance_rate"] = got["spec_accept_rate_mean"]
             if got:
                 self.result[role] = got
         host = _host(self._cpu, _cpu_times())
