@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from scipy.interpolate import PchipInterpolator
 from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.analysis.efficiency import stacking_efficiency
 
+pytest_plugins = ["pytester"]
 DATA = json.loads((Path(__file__).resolve().parent / "data" / "efficiency" / "cpu-disagg-mtp-2026-12-03.json")
                   .read_text())["stacks"]
 NAMES = ["cpu-vllm-disagg+mtp", "cpu-vllm-base", "cpu-vllm-disagg", "cpu-vllm-mtp"]  # stack, base, parts
@@ -68,3 +70,24 @@ def test_a_single_optimization_has_no_efficiency() -> None:
     sweeps = [Sweeps.from_records(n, DATA[n]) for n in NAMES[:3]]
     with pytest.raises(ValueError, match="two or more"):
         stacking_efficiency(sweeps[2], sweeps[1], sweeps[2:])
+
+
+def test_the_composability_report_carries_the_efficiency(pytester: pytest.Pytester) -> None:
+    """The same four real measurements as a results store, replayed: the stack's row, its JUnit properties and
+    composability.md show its lowest efficiency with the interval, the number the analysis gives."""
+    store = Path(__file__).resolve().parent / "data" / "efficiency" / "store"
+    result = pytester.runpytest_subprocess("--gpu", "cpu", "--suite", "composability", "--results", str(store),
+                                           "--report-dir", str(pytester.path / "r"), "-p", "no:cacheprovider")
+    assert result.ret == 1  # disagg, mtp and disagg+mtp lose to base on two cores
+    sweeps = [Sweeps.from_records(n, DATA[n]) for n in NAMES]
+    worst = min(stacking_efficiency(sweeps[0], sweeps[1], sweeps[2:]), key=lambda e: e.interval.ratio)
+    junit = ET.parse(pytester.path / "r" / "cpu" / "junit-composability.xml")
+    cases = {c.get("name"): c for c in junit.iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_composability[cpu-vllm-disagg+mtp]"].iter("property")}
+    assert float(props["efficiency"] or 0) == pytest.approx(worst.interval.ratio, abs=1e-4)
+    assert float(props["efficiency_low"] or 0) == pytest.approx(worst.interval.low, abs=1e-4)
+    assert "efficiency" not in {p.get("name") for p in cases["test_composability[cpu-vllm-mtp]"].iter("property")}
+    md = (pytester.path / "r" / "cpu" / "composability.md").read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| `cpu-vllm-disagg+mtp`"))
+    assert "stacking efficiency [interval] at tok/s/user" in md
+    assert f"{worst.interval.ratio:.2f} [{worst.interval.low:.2f}, {worst.interval.high:.2f}] at " in row, row

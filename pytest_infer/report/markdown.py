@@ -62,7 +62,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def _cell(row: Row) -> list[Any]:
+def _cell(row: Row, with_efficiency: bool = False) -> list[Any]:
     p = row.data
     ratio = f"{p.worst_ratio:.3f}" if p.worst_ratio is not None else ""
     if p.worst_low is not None and p.worst_high is not None and p.interval_method != "point":
@@ -77,16 +77,29 @@ def _cell(row: Row) -> list[Any]:
     if len(detail) > 500:
         detail = detail[:497] + "..."
     accept = f"{p.mtp_acceptance_rate:.2f}" if p.mtp_acceptance_rate is not None else ""
-    return [f"`{row.stack}`", verdict_of(row), ratio, where, vs, levels, accept, detail]
+    cells = [f"`{row.stack}`", verdict_of(row), ratio, where, vs, levels, accept, detail]
+    if with_efficiency:
+        eff = f"{p.efficiency:.2f}" if p.efficiency is not None else ""
+        lo, hi = p.efficiency_low, p.efficiency_high
+        if eff and lo is not None and hi is not None and lo != hi:
+            eff += f" [{lo:.2f}, {hi:.2f}]"
+        if eff and p.efficiency_interactivity is not None:
+            eff += f" at {p.efficiency_interactivity:.1f}"
+        cells.insert(4, eff)
+    return cells
 
 
 EXTENDED = "†"  # a ratio whose level one side reached only through a saturated sweep's flat extension
 
 
 def throughput_table(rows: list[Row], ref: str) -> str:
-    table = tabulate([_cell(r) for r in rows], tablefmt="github", disable_numparse=True, headers=[
-        "stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user", f"{ref} there (tok/s/GPU)",
-        "ratio per matched level", "MTP acceptance", "details"]) + "\n"
+    efficiency = any(r.data.efficiency is not None for r in rows)
+    headers = ["stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user", f"{ref} there (tok/s/GPU)",
+               "ratio per matched level", "MTP acceptance", "details"]
+    if efficiency:  # 1.0: the optimizations stack as independent factors (README: stacking efficiency)
+        headers.insert(4, "stacking efficiency [interval] at tok/s/user")
+    table = tabulate([_cell(r, efficiency) for r in rows], tablefmt="github", disable_numparse=True,
+                     headers=headers) + "\n"
     notes = [f"- `{r.stack}`: {r.data.saturation}" for r in rows if r.data.saturation]
     bad = [f"- `{r.stack}`: {item}" for r in rows for item in r.data.failed_levels or []]
     if notes:

@@ -71,6 +71,12 @@ class StackRow(BaseModel):
     part_throughput: float | None = None
     ratios: dict[str, float] | None = None  # interactivity (2 decimals) -> ratio
     intervals: dict[str, list[float]] | None = None
+    # composability, stacks of 2+ optimizations: (S/B) / prod(Oi/B) at the stack's levels (analysis/efficiency.py)
+    efficiency: float | None = None  # the lowest over the levels, with its interval
+    efficiency_low: float | None = None
+    efficiency_high: float | None = None
+    efficiency_interactivity: float | None = None
+    efficiencies: dict[str, float] | None = None  # interactivity (2 decimals) -> efficiency
     # accuracy (conformance)
     task: str | None = None
     n: int | None = None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pytest_infer.analysis.checks import Verdict, acceptance_collapse, composability
 from pytest_infer.analysis.curve import Sweeps
+from pytest_infer.analysis.efficiency import Efficiency, stacking_efficiency
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report import markdown
 from pytest_infer.report.plots import write_engines_plot, write_plots
-from pytest_infer.report.rows import Row
+from pytest_infer.report.rows import Row, StackRow
 from pytest_infer.space import Stack
 from pytest_infer.store.records import Measurement
 from pytest_infer.suite.base import (
@@ -25,6 +27,16 @@ from pytest_infer.suite.base import (
 )
 
 
+def with_efficiency(row: StackRow, effs: list[Efficiency]) -> StackRow:
+    """The stacking efficiency on the row: its lowest level with the interval, and every level's value."""
+    if effs:
+        worst = min(effs, key=lambda e: e.interval.ratio)
+        row.efficiency, row.efficiency_low = round(worst.interval.ratio, 4), round(worst.interval.low, 4)
+        row.efficiency_high, row.efficiency_interactivity = round(worst.interval.high, 4), round(worst.interactivity, 2)
+        row.efficiencies = {f"{e.interactivity:.2f}": round(e.interval.ratio, 4) for e in effs}
+    return row
+
+
 def sweeps(m: Measurement, name: str) -> Sweeps | None:
     """The curve of a measurement's clean levels (a level with failed requests is in none); None when
     no level counts."""
@@ -34,12 +46,20 @@ def sweeps(m: Measurement, name: str) -> Sweeps | None:
 
 class Composability(Suite):
     name = "composability"
+    properties_of_row = (*Suite.properties_of_row, "efficiency", "efficiency_low", "efficiency_high",
+                         "efficiency_interactivity")
+    _efficiency: dict[str, list[Efficiency]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._efficiency = {}  # stack id -> its efficiency, from verdict() to check()
 
     def check(self, stack: Stack) -> Result:
         verdict, m, part_problems = self.verdict(stack)
         if m.warnings:  # what the data cannot show (e.g. a format without request counts)
             verdict.message += "\nwarnings: " + "; ".join(m.warnings)
         row = with_verdict(measured_row(stack, m), verdict)
+        with_efficiency(row, self._efficiency.pop(stack.id, []))
         if part_problems:  # every one on the row; the message names the first few
             row.failed_levels = [*(row.failed_levels or []),
                                  *(bad.describe(who, limit=None) for who, bad in part_problems)]
@@ -77,6 +97,11 @@ class Composability(Suite):
                 parts.append(sw)
         verdict = composability(mine, parts, stats)
         verdict.stack = stack.id
+        by_label = {sw.name: sw for sw in parts}
+        singles = [by_label.get(o) for o in stack.opts]
+        if len(stack.opts) >= 2 and "base" in by_label and all(singles):
+            self._efficiency[stack.id] = stacking_efficiency(mine, by_label["base"], [s for s in singles if s],
+                                                             stats.confidence, stats.bootstrap_from)
         collapse = self._mtp_collapse(stack, m, measured.get("mtp"))
         if collapse:
             verdict.verdict = "fail"
