@@ -161,9 +161,10 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     pytest.importorskip("xdist")
     matrices = _matrices(pytester.path / "m")
     reports, bdir = pytester.path / "r", pytester.path / "b"
-    args = ["--gpu", "cpu", "--suite", "regression", "--infer-matrices", str(matrices), "--report-dir", str(reports),
-            "--baseline-dir", str(bdir), "--stack", "not slow", "-p", "no:cacheprovider", "-rs",
-            "--infer-lease-dir", str(pytester.path / "leases")]
+    common = ["--gpu", "cpu", "--suite", "regression", "--infer-matrices", str(matrices), "--report-dir",
+              str(reports), "--baseline-dir", str(bdir), "-p", "no:cacheprovider", "-rs",
+              "--infer-lease-dir", str(pytester.path / "leases")]
+    args = [*common, "--stack", "not slow"]
     # No baselines yet: skipped with the reason, before anything is launched; a failure when strict.
     none = pytester.runpytest_subprocess(*args)
     none.assert_outcomes(skipped=2)
@@ -211,7 +212,8 @@ def test_update_then_compare_in_parallel_then_a_slowdown_fails(pytester: pytest.
     assert _body(md_ser) == _body(md_par)
 
     # A real slowdown: one sequence at a time (queued requests), flagged with its numbers and the flag.
-    slow = pytester.runpytest_subprocess(*args, "--stack", "base", "--infer-engine-args", "--max-num-seqs 1")
+    # (repeated --stack options are a union: base alone is asked for on its own)
+    slow = pytester.runpytest_subprocess(*common, "--stack", "base", "--infer-engine-args", "--max-num-seqs 1")
     slow.assert_outcomes(failed=1)
     out = slow.stdout.str()
     assert "cpu-fake-base regression: base is slower than the baseline beyond the 25% margin at" in out, out
