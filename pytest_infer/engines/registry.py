@@ -40,8 +40,7 @@ def registered() -> dict[str, str]:
 
 def _where(engine: str) -> str:
     module = registered()[engine]
-    origin = f"entry point {GROUP}:{engine} = {module}" if module != BUILTIN.get(engine) else module
-    return origin
+    return f"entry point {GROUP}:{engine} = {module}" if module != BUILTIN.get(engine) else module
 
 
 def engine_file(engine: str) -> Path | None:
