@@ -299,6 +299,13 @@ class Workload(_Strict):
         return self.model_dump(exclude={"repeats", "tolerance", "session_noise", "regression_tolerance"})
 
 
+class PricesFile(_Strict):
+    """prices.yaml: per GPU kind, a price per device-hour in each tier the user names."""
+
+    currency: str = "USD"
+    prices: dict[str, dict[str, Annotated[float, Field(gt=0)]]] = {}
+
+
 class WorkloadsFile(_Strict):
     thresholds: Thresholds = Thresholds()
     workloads: dict[str, Workload]  # GPU kind (or "default") -> workload
@@ -334,6 +341,8 @@ class Matrix:
         workloads = _load(root / "workloads.yaml", WorkloadsFile)
         self.thresholds, self.workloads = workloads.thresholds, workloads.workloads
         self.known_broken = _load(root / "known_broken.yaml", KnownBrokenFile).known_broken
+        # Optional: a matrices directory of one's own need not price anything.
+        self.prices = _load(root / "prices.yaml", PricesFile) if (root / "prices.yaml").exists() else PricesFile()
         self.engines: dict[str, EngineFile] = {}
         self.engine_files: dict[str, Path] = {}  # where each engine's YAML was read
         for path in sorted((root / "engines").glob("*.yaml")):
@@ -362,6 +371,8 @@ class Matrix:
         for gpu, d in self.model_defaults.items():
             need(gpu in self.gpus, "models.yaml", f"defaults.{gpu}", "unknown GPU kind")
             need(d.model in self.models, "models.yaml", f"defaults.{gpu}.model", f"unknown model {d.model!r}")
+        for gpu in self.prices.prices:
+            need(gpu in self.gpus, "prices.yaml", f"prices.{gpu}", "unknown GPU kind")
         for gpu in self.gpus:
             need(gpu in self.model_defaults, "models.yaml", f"defaults.{gpu}", "missing (every GPU kind needs one)")
         for name, engine in self.engines.items():

@@ -75,6 +75,9 @@ def add_options(parser: pytest.Parser) -> None:
     g.addoption("--infer-matrices", metavar="DIR",
                 help="use this matrices/ directory instead of the shipped one (your own GPUs, engines, optimizations)")
     g.addoption("--infer-fresh", action="store_true", help="measure again even if results are stored")
+    g.addoption("--infer-history", metavar="DIR",
+                help="where every run (and every dated --infer-results replay) is appended, for trends.md and "
+                     "compatibility.md (default: <report-dir>/history; point nightly runs at one kept place)")
     g.addoption("--infer-engine-args", metavar="ARGS",
                 help="flags appended to every serving role, e.g. '--max-num-seqs 4' (part of what is measured)")
     # Numbers are read as text and checked in Options: argparse's type= answers with four lines.
@@ -222,6 +225,7 @@ class Options:
     rootpath: Path
     launcher: str = "local"
     slurm: SlurmSettings | None = None  # --launcher slurm
+    history: Path | None = None  # --infer-history; None: <report-dir>/history
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -268,13 +272,14 @@ class Options:
         rootpath = _rootpath(config)
         baseline_dir = path("--infer-baseline-dir") or rootpath / "baselines"
         running = config.getoption("gpu") is not None and not config.getoption("collectonly") and not workerinput
-        for option, where, create in (("--infer-matrices", matrices, False),
+        history = path("--infer-history")
+        for option, where, create in (("--infer-matrices", matrices, False), ("--infer-history", history, running),
                                       ("--infer-baseline-dir", baseline_dir, False),
                                       ("--infer-report-dir", report_root, running),
                                       ("--infer-lease-dir", lease_dir, running)):
             _directory(option, where, create)  # made now, when a run will write there: it fails here, not late
         return cls(
-            launcher=launcher, slurm=_slurm(config, path) if launcher == "slurm" else None,
+            launcher=launcher, slurm=_slurm(config, path) if launcher == "slurm" else None, history=history,
             gpu=config.getoption("gpu"), suite=suite, engines=tuple(dict.fromkeys(get("--infer-engine"))),
             model=get("--infer-model"), stacks=stacks,
             report_root=report_root, results=results,

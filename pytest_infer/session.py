@@ -39,6 +39,7 @@ class InferSession:
         self.rows = Rows()
         self.started = time.monotonic()
         self.matrix_path: str | None = None
+        self.view_lines: list[str] = []
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> InferSession:
@@ -104,8 +105,17 @@ class InferSession:
         self.lab.close()
         if self.run.options.xdist_worker or self.run.options.plan or not self.rows:
             return
-        path = self.suite.report(self.rows.in_order(self.selection.report_order()))
+        rows = self.rows.in_order(self.selection.report_order())
+        path = self.suite.report(rows)
         self.matrix_path = str(path)
+        from pytest_infer.history.view import VendorView
+
+        self.view_lines = VendorView(self.run, {s.id: s for s in self.selection.stacks}).write(rows)
+        from pytest_infer.report.html import write_html
+
+        page = write_html(self.run.paths.report_dir, f"pytest-infer: {self.run.gpu}"
+                          + (" (replayed)" if self.run.replay else ""))
+        self.view_lines.append(f"html: {page}")
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:  # GitHub Actions shows it on the run's page
             with open(summary, "a") as fh:
@@ -118,6 +128,8 @@ class InferSession:
         for line in summary_lines(self.rows.in_order(self.selection.report_order())):
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"matrix: {self.matrix_path}")
+        for line in self.view_lines:
+            terminalreporter.write_line(line)
         if self.config.option.xmlpath:
             terminalreporter.write_line(f"junit: {self.config.option.xmlpath}")
         terminalreporter.write_line(f"wall time: {time.monotonic() - self.started:.0f} s")

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from pytest_infer.measure.evidence import FAILED
 from pytest_infer.measure.metrics import pooled_acceptance
-from pytest_infer.report.rows import Row
+from pytest_infer.report.rows import Row, StackRow
 from pytest_infer.store.store import SKIPPED, Store
 
 if TYPE_CHECKING:
@@ -62,44 +62,73 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def _cell(row: Row, with_efficiency: bool = False) -> list[Any]:
-    p = row.data
-    ratio = f"{p.worst_ratio:.3f}" if p.worst_ratio is not None else ""
+def _ratio(p: StackRow) -> str:
+    text = f"{p.worst_ratio:.3f}" if p.worst_ratio is not None else ""
     if p.worst_low is not None and p.worst_high is not None and p.interval_method != "point":
-        ratio += f" [{p.worst_low:.3f}, {p.worst_high:.3f}]"
+        text += f" [{p.worst_low:.3f}, {p.worst_high:.3f}]"
+    return text
+
+
+def _efficiency(p: StackRow) -> str:
+    eff = f"{p.efficiency:.2f}" if p.efficiency is not None else ""
+    lo, hi = p.efficiency_low, p.efficiency_high
+    if eff and lo is not None and hi is not None and lo != hi:
+        eff += f" [{lo:.2f}, {hi:.2f}]"
+    if eff and p.efficiency_interactivity is not None:
+        eff += f" at {p.efficiency_interactivity:.1f}"
+    return eff
+
+
+def _cell(row: Row, with_efficiency: bool = False) -> list[Any]:
+    """The compact row: what a reader scans first (the explanations are in the details below)."""
+    p = row.data
     where = f"{p.worst_interactivity:.1f}" if p.worst_interactivity is not None else ""
-    vs = (f"{p.best_part} ({p.stack_throughput or 0:.0f} vs {p.part_throughput or 0:.0f})"
-          if p.best_part is not None else "")
+    cells = [f"`{row.stack}`", verdict_of(row), _ratio(p), where]
+    if with_efficiency:
+        cells.insert(3, _efficiency(p))
+    return cells
+
+
+def _details(row: Row, ref: str) -> str:
+    """A stack's explanation under the compact matrix: its reference there, each level, the reason."""
+    p = row.data
+    facts = []
+    if p.best_part is not None:
+        facts.append(f"{ref} there (tok/s/GPU): {p.best_part} ({p.stack_throughput or 0:.0f} vs "
+                     f"{p.part_throughput or 0:.0f})")
     ext = set(p.extended_levels or [])
-    levels = ", ".join(f"{k}: {v:.2f}{EXTENDED if k in ext else ''}" for k, v in (p.ratios or {}).items())
+    if p.ratios:
+        facts.append("ratio per matched level: " + ", ".join(
+            f"{k}: {v:.2f}{EXTENDED if k in ext else ''}" for k, v in p.ratios.items()))
+    if p.efficiencies and len(p.efficiencies) > 1:
+        facts.append("stacking efficiency per level: " + ", ".join(f"{k}: {v:.2f}" for k, v in p.efficiencies.items()))
+    if p.mtp_acceptance_rate is not None:
+        facts.append(f"MTP acceptance {p.mtp_acceptance_rate:.2f}")
     lines = [ln for ln in row.detail.splitlines() if ln.strip()]
     detail = " ".join(" ".join(lines[:2]).split())  # the full text (log tails) is in JUnit and runs/<stack>/
-    if len(detail) > 500:
-        detail = detail[:497] + "..."
-    accept = f"{p.mtp_acceptance_rate:.2f}" if p.mtp_acceptance_rate is not None else ""
-    cells = [f"`{row.stack}`", verdict_of(row), ratio, where, vs, levels, accept, detail]
-    if with_efficiency:
-        eff = f"{p.efficiency:.2f}" if p.efficiency is not None else ""
-        lo, hi = p.efficiency_low, p.efficiency_high
-        if eff and lo is not None and hi is not None and lo != hi:
-            eff += f" [{lo:.2f}, {hi:.2f}]"
-        if eff and p.efficiency_interactivity is not None:
-            eff += f" at {p.efficiency_interactivity:.1f}"
-        cells.insert(4, eff)
-    return cells
+    if len(detail) > 1500:
+        detail = detail[:1497] + "..."
+    if not facts and not detail:
+        return ""
+    text = f"- `{row.stack}`: {verdict_of(row)}" + "".join(f"; {f}" for f in facts) + "\n"
+    return text + (f"  {detail}\n" if detail else "")
 
 
 EXTENDED = "†"  # a ratio whose level one side reached only through a saturated sweep's flat extension
 
 
 def throughput_table(rows: list[Row], ref: str) -> str:
+    """The compact matrix (stack, verdict, ratio with its interval, efficiency, where), then per stack the
+    explanation: a row hundreds of characters wide is unreadable on GitHub and in a terminal."""
     efficiency = any(r.data.efficiency is not None for r in rows)
-    headers = ["stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user", f"{ref} there (tok/s/GPU)",
-               "ratio per matched level", "MTP acceptance", "details"]
+    headers = ["stack", "verdict", f"worst ratio to {ref} [interval]", "at tok/s/user"]
     if efficiency:  # 1.0: the optimizations stack as independent factors (README: stacking efficiency)
-        headers.insert(4, "stacking efficiency [interval] at tok/s/user")
+        headers.insert(3, "stacking efficiency [interval] at tok/s/user")
     table = tabulate([_cell(r, efficiency) for r in rows], tablefmt="github", disable_numparse=True,
                      headers=headers) + "\n"
+    details = "".join(_details(r, ref) for r in rows)
+    if details:
+        table += "\n### Details\n\n" + details
     notes = [f"- `{r.stack}`: {r.data.saturation}" for r in rows if r.data.saturation]
     bad = [f"- `{r.stack}`: {item}" for r in rows for item in r.data.failed_levels or []]
     if notes:

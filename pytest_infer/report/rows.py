@@ -21,6 +21,7 @@ class LevelRow(BaseModel):
     per_gpu_throughput: float
     per_decode_gpu_output_throughput: float
     median_ttft_ms: float
+    per_gpu_output_throughput: float | None = None  # what a price per million output tokens divides
     metrics: dict[str, dict[str, float]] | None = None  # per role, scraped around the level
     num_prompts: int | None = None
     completed: int | None = None
@@ -50,6 +51,8 @@ class StackRow(BaseModel):
     gpus: int | None = None
     decode_gpus: int | None = None
     launch_s: float | None = None
+    engine_version: str | None = None  # what measured it (a replay's: the data's own)
+    date: str | None = None  # when it was measured (UTC day, or the replayed files' dates)
     levels: list[LevelRow] | None = None
     mtp_acceptance_rate: float | None = None
     warnings: list[str] | None = None  # what the data cannot show (e.g. a format without request counts)

@@ -139,9 +139,11 @@ def measured_row(stack: Stack, m: Measurement | None, message: str = "") -> Stac
     if m is None:
         return row
     row.gpus, row.decode_gpus, row.launch_s = m.gpus, m.decode_gpus, round(m.launch_s, 1)
+    row.engine_version, row.date = m.engine_version or None, m.date or None
     row.levels = [LevelRow(concurrency=lv.concurrency, repeat=lv.repeat, interactivity=round(lv.interactivity, 2),
                            per_gpu_throughput=round(lv.per_gpu_throughput, 1),
                            per_decode_gpu_output_throughput=round(lv.per_decode_gpu_output_throughput, 1),
+                           per_gpu_output_throughput=round(lv.per_gpu_output_throughput, 2),
                            median_ttft_ms=round(lv.median_ttft_ms, 1), metrics=lv.metrics or None,
                            num_prompts=lv.num_prompts, completed=lv.completed, failed=lv.failed,
                            problems=lv.problems() or None)

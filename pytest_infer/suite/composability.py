@@ -10,6 +10,7 @@ from pytest_infer.analysis.curve import Sweeps
 from pytest_infer.analysis.efficiency import Efficiency, stacking_efficiency
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report import markdown
+from pytest_infer.report.cost import cost_table
 from pytest_infer.report.plots import write_engines_plot, write_plots
 from pytest_infer.report.rows import Row, StackRow
 from pytest_infer.space import Stack
@@ -133,6 +134,7 @@ class Composability(Suite):
                  + (f" (intervals include a between-session noise of {st.session_noise:.0%}, log-SD, from an A/A "
                     f"calibration)" if st.session_noise else "") + ".\n\n")
         text = (markdown.header("Composability", run) + intro + markdown.throughput_table(rows, "best part")
+                + cost_table(rows, run.matrix.prices, run.gpu, run.vendor)
                 + markdown.levels_table(rows) + markdown.applied_table(rows)
                 + "".join(f"\n![{p.stem}]({p.name})\n" for p in plots))
         return markdown.write(run.paths.matrix(self.name), text)
