@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from pytest_infer.analysis.checks import Stats
-from pytest_infer.history import trends
+from pytest_infer.history import compatibility, trends
 from pytest_infer.history.record import Entry, Level, Point
 from pytest_infer.history.store import History
-from pytest_infer.history import compatibility
 
 HERE = Path(__file__).resolve().parent
 # Real interleaved cpu measurements of base, disagg, mtp and disagg+mtp (tests/data/efficiency, 2026-12-03).

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_infer.analysis.checks import Stats
+from pytest_infer.history import compatibility
 from pytest_infer.history.record import Entry, entries_of
 from pytest_infer.history.store import History, HistoryError
-from pytest_infer.history import compatibility
 from pytest_infer.report.rows import Row
 
 if TYPE_CHECKING:
