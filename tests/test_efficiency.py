@@ -91,3 +91,25 @@ def test_the_composability_report_carries_the_efficiency(pytester: pytest.Pytest
     row = next(ln for ln in md.splitlines() if ln.startswith("| `cpu-vllm-disagg+mtp`"))
     assert "stacking efficiency [interval] at tok/s/user" in md
     assert f"{worst.interval.ratio:.2f} [{worst.interval.low:.2f}, {worst.interval.high:.2f}] at " in row, row
+
+
+def test_a_larger_stack_is_held_to_its_best_predicting_sub_stacks() -> None:
+    """Hand computation: gains over base at both levels A 2.0, B 1.5, C 1.2, AB 2.5, AC 2.2, BC 1.6, ABC 3.0.
+    Predictions: A.B.C 3.6 (E 0.833, the plain efficiency), AB.C 3.0 (1.0), AC.B 3.3 (0.909), A.BC 3.2
+    (0.9375): the best prediction among the splits with a measured pair is AC x B."""
+    from pytest_infer.analysis.efficiency import against_best_prediction, partitions
+
+    gains = {"base": 1.0, "a": 2.0, "b": 1.5, "c": 1.2, "a+b": 2.5, "a+c": 2.2, "b+c": 1.6, "a+b+c": 3.0}
+    sw = {n: Sweeps.from_records(n, [{"concurrency": 1, "interactivity": 50.0, "per_gpu_throughput": 100 * g},
+                                     {"concurrency": 2, "interactivity": 20.0, "per_gpu_throughput": 200 * g}])
+          for n, g in gains.items()}
+    assert len(partitions(["a", "b", "c"])) == 4 and len(partitions(["a", "b", "c", "d"])) == 14
+    plain = stacking_efficiency(sw["a+b+c"], sw["base"], [sw["a"], sw["b"], sw["c"]])
+    assert [round(e.interval.ratio, 4) for e in plain] == [0.8333, 0.8333]
+    got = against_best_prediction(sw["a+b+c"], sw["base"], ["a", "b", "c"], sw)
+    assert got is not None
+    split, effs = got
+    assert split == "a+c x b" and [round(e.interval.ratio, 4) for e in effs] == [0.9091, 0.9091]
+    del sw["a+c"]  # unmeasured: the next best prediction among the measured splits
+    got = against_best_prediction(sw["a+b+c"], sw["base"], ["a", "b", "c"], sw)
+    assert got is not None and got[0] == "a x b+c" and round(got[1][0].interval.ratio, 4) == 0.9375

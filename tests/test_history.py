@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,36 @@ def test_a_longer_series_gets_its_change_point_where_neighbours_see_nothing() ->
     (cp,) = trends.changepoint_changes(key, s, 0.01)
     assert cp.line() == ("- mi355x-sglang-fp4+disagg+wideep: ratio to best part 0.79 -> 1.04 (means of the runs "
                          "either side) between 2026-11-22 and 2026-11-23; sglang 0.5.23 -> 0.5.24 (change point)")
+
+
+def test_replaying_dated_inferencex_files_adds_dated_points_and_undated_ones_are_said(
+        pytester: pytest.Pytester) -> None:
+    """The 16-GPU disagg `vllm bench serve` files carry their own `date` (20260428-...): their replay lands in
+    the history at that day, each model a point of its own; InferenceX's aggregated files carry none, and
+    the run says they were not added rather than dating them today."""
+    data = HERE / "data" / "inferencex"
+    res = pytester.path / "res"
+    for name in ("disagg-16gpu-gpt-oss-120b", "disagg-16gpu-minimax-m2.5"):
+        shutil.copytree(data / name, res / name)
+        (res / name / "infer-results.yaml").write_text(
+            f"- {{files: 'concurrency_*.json', stack: disagg, gpus: 16, decode_gpus: 8, variant: {name}}}\n")
+    history = pytester.path / "h"
+    out = pytester.runpytest_subprocess("--gpu", "b200", "--suite", "composability", "--results", str(res),
+                                        "--report-dir", str(pytester.path / "r"), "--infer-history", str(history),
+                                        "-p", "no:cacheprovider")
+    out.stdout.fnmatch_lines(["history: *: 1 run(s) added"])
+    (entry,) = History(history).read().entries
+    assert entry.when == "2026-04-28" and entry.gpu == "b200" and entry.source == f"replay {res}"
+    assert sorted((p.variant, p.date, len(p.levels)) for p in entry.points if p.levels) == [
+        ("disagg-16gpu-gpt-oss-120b", "2026-04-28", 8), ("disagg-16gpu-minimax-m2.5", "2026-04-28", 8)]
+    trend = (pytester.path / "r" / "b200" / "trends.md").read_text()
+    assert "### `b200-vllm-disagg@disagg-16gpu-minimax-m2.5`" in trend and "| 2026-04-28 " in trend
+    undated = pytester.path / "agg"
+    undated.mkdir()
+    for f in (data / "single-node").glob("agg_kimik2.5_*.json"):
+        shutil.copy(f, undated / f.name)
+    second = pytester.runpytest_subprocess("--gpu", "mi355x", "--suite", "composability", "--results", str(undated),
+                                           "--report-dir", str(pytester.path / "r"), "--infer-history", str(history),
+                                           "-p", "no:cacheprovider")
+    second.stdout.fnmatch_lines(["history: not added: the replayed data of 1 engine(s) carries no dates"])
+    assert len(History(history).read().entries) == 1

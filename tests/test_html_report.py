@@ -191,7 +191,7 @@ def test_report_renders_in_headless_chromium(pytester: pytest.Pytester, record_p
     for stack in STACKS:
         assert stack in matrix
     assert "FAIL" in matrix and "worst ratio to best part" in matrix
-    assert toc[:2] == ["Composability matrix: b200 (replayed)", "Levels"]
+    assert toc[0] == "Composability matrix: b200 (replayed)" and "Levels" in toc[1:4], toc
 
     from PIL import Image
 

@@ -80,3 +80,45 @@ def stacking_efficiency(stack: Sweeps, base: Sweeps, singles: Sequence[Sweeps], 
             e = s * b ** (k - 1) / math.prod(parts)
             out.append(Efficiency(conc, x, RatioInterval(e, e, e, 1, 1, "point", confidence)))
     return out
+
+
+def partitions(opts: Sequence[str]) -> list[list[tuple[str, ...]]]:
+    """Every way to split a stack's optimizations into two or more sub-stacks (blocks keep the stack's
+    order): the predictions a larger stack can be held to, the singles' product among them."""
+    if not opts:
+        return []
+    first, rest = opts[0], list(opts[1:])
+    out: list[list[tuple[str, ...]]] = [[(first,)]] if not rest else []
+    for sub in partitions(rest) + ([[tuple(rest)]] if rest else []):
+        out.append([(first,), *sub])  # first alone
+        for i in range(len(sub)):  # first joins one block
+            out.append([*sub[:i], (first, *sub[i]), *sub[i + 1:]])
+    seen, unique = set(), []
+    for p in out:
+        key = frozenset(frozenset(b) for b in p)
+        if len(p) >= 2 and key not in seen:
+            seen.add(key)
+            unique.append(sorted((tuple(o for o in opts if o in b) for b in p), key=lambda b: opts.index(b[0])))
+    return unique
+
+
+def against_best_prediction(stack: Sweeps, base: Sweeps, opts: Sequence[str], measured: dict[str, Sweeps],
+                            confidence: float = 0.95, bootstrap_from: int = 10
+                            ) -> tuple[str, list[Efficiency]] | None:
+    """A stack of three or more against the best prediction its sub-stacks make: for each split into
+    measured sub-stacks P1..Pm, E = (S/B) / prod(Pi/B); the best prediction (the highest predicted gain)
+    gives the lowest E, judged at its worst level. The split is named `disagg+mtp x fp4`. None when no
+    split of two or more blocks was measured beyond the singles' own (that is the plain efficiency)."""
+    best: tuple[float, str, list[Efficiency]] | None = None
+    for split in partitions(opts):
+        if all(len(b) == 1 for b in split):
+            continue
+        labels = ["+".join(b) for b in split]
+        if not all(lbl in measured for lbl in labels):
+            continue
+        effs = stacking_efficiency(stack, base, [measured[lbl] for lbl in labels], confidence, bootstrap_from)
+        if effs:
+            worst = min(e.interval.ratio for e in effs)
+            if best is None or worst < best[0]:
+                best = (worst, " x ".join(labels), effs)
+    return (best[1], best[2]) if best is not None else None

@@ -63,6 +63,8 @@ def cell(p: Point | None) -> str:
         text += f", efficiency {p.efficiency:.2f}"
         if p.efficiency_low is not None and p.efficiency_high is not None and p.efficiency_low != p.efficiency_high:
             text += f" [{p.efficiency_low:.2f}, {p.efficiency_high:.2f}]"
+    if p.split is not None and p.split_efficiency is not None:
+        text += f", {p.split_efficiency:.2f} against {p.split}"
     if kind == "partial":
         text += f" ({_crossover(p)})"
     if kind == "known broken" and (link := LINK.search(p.detail)):

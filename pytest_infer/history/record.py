@@ -54,6 +54,8 @@ class Point(BaseModel):
     efficiency_low: float | None = None
     efficiency_high: float | None = None
     efficiency_interactivity: float | None = None
+    split: str | None = None  # 3+ optimizations: the sub-stacks that predict best, and the efficiency against them
+    split_efficiency: float | None = None
     levels: list[Level] = []  # clean levels only: the ones in the stack's curve
 
 
@@ -119,7 +121,8 @@ def _point(row: Row, stack: Stack) -> Point:
                  interactivity=d.worst_interactivity, best_part=d.best_part, tolerance=d.tolerance,
                  intervals=intervals,
                  efficiency=d.efficiency, efficiency_low=d.efficiency_low, efficiency_high=d.efficiency_high,
-                 efficiency_interactivity=d.efficiency_interactivity, levels=levels)
+                 efficiency_interactivity=d.efficiency_interactivity, split=d.split,
+                 split_efficiency=d.split_efficiency, levels=levels)
 
 
 def _latest(dates: Sequence[str]) -> str:

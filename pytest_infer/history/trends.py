@@ -79,13 +79,18 @@ def levels_of(s: Series) -> list[float]:
     """The interactivity levels the series is read at: its first measured run's frontier points."""
     for _, p in s:
         if (sw := sweeps(p)) is not None:
-            return [round(pt.interactivity, 2) for pt in sw.mean.frontier]
+            return [pt.interactivity for pt in sw.mean.frontier]
     return []
 
 
 def throughput_at(p: Point, x: float) -> float | None:
+    """On the run's mean curve; below a saturated sweep, its best point (as the checks read it)."""
     sw = sweeps(p)
-    return sw.mean.at(x) if sw is not None else None
+    if sw is None:
+        return None
+    if sw.saturated and x < sw.mean.span[0]:
+        return sw.mean.frontier[0].throughput
+    return sw.mean.at(x)
 
 
 def _disjoint(a: tuple[float | None, float | None], b: tuple[float | None, float | None]) -> bool:

@@ -103,8 +103,10 @@ def batch_script(dep: Deployment, log_dir: Path, settings: SlurmSettings, *, com
 
 
 def _step(role: Role, log_dir: Path, image: str | None) -> str:
+    # The step is named after its role: `sacct -j <job>` and `squeue --steps` say which step is which.
     srun = ["srun", "--overlap", "--nodes=1", "--ntasks=1", "--exact", f'--nodelist="${{NAMES[{role.node}]}}"',
-            f"--output={shlex.quote(str(log_dir / f'{role.name}.log'))}", "--kill-on-bad-exit=1"]
+            f"--job-name={shlex.quote(role.name)}", f"--output={shlex.quote(str(log_dir / f'{role.name}.log'))}",
+            "--kill-on-bad-exit=1"]
     if image:
         srun.append(f"--container-image={shlex.quote(image)}")  # pyxis, as InferenceX's launchers use
     env = {"PYTHONUNBUFFERED": "1", **role.env}
@@ -154,6 +156,7 @@ class SlurmLauncher:
         self.log = log
         self.job: str | None = None
         self.state = ""
+        self.up = False  # healthy once: an end after that is not "before the deployment was up"
 
     def script(self) -> str:
         comment = f"{reaper.COMMENT_PREFIX}{reaper.owner_tag()} run={self.run_id or '-'}"
@@ -188,6 +191,7 @@ class SlurmLauncher:
         self._wait_running()
         self.deployment = resolve_hosts(self.planned, self._hosts())
         self.wait_healthy()
+        self.up = True
 
     def _wait_running(self) -> None:
         t0, reason = time.monotonic(), None
@@ -277,7 +281,10 @@ class SlurmLauncher:
         if exited.exists():
             name, _, code = exited.read_text().strip().partition(" ")
             return f"role {name!r} exited with code {code} (Slurm job {self.job}){self._tail_block(name)}"
-        return f"Slurm job {self.job} ended ({state.lower()}) before the deployment was up" + (
+        # squeue no longer lists an ended job: how it ended (TIMEOUT, NODE_FAIL, ...) is Slurm's to say.
+        how = (final_state(self.job) if self.job is not None and state == "GONE" else "") or state.lower()
+        when = "while the deployment ran" if self.up else "before the deployment was up"
+        return f"Slurm job {self.job} ended ({how}) {when}" + (
             f"\n--- last lines of its output ---\n{tail}" if tail else "")
 
     # -- logs -----------------------------------------------------------------------------------------
@@ -290,6 +297,36 @@ class SlurmLauncher:
 
     def _tail_block(self, role_name: str, n: int = 30) -> str:
         return f"\n--- last {n} lines of {self.log_path(role_name)} ---\n{self.log_tail(role_name, n)}"
+
+
+def final_state(job: str) -> str:
+    """How an ended job ended ("FAILED, exit code 3:0", "TIMEOUT"): slurmctld's record (`scontrol show
+    job`, immediate, kept MinJobAge after the end, 300 s by default), else accounting's (sacct, where the
+    cluster has slurmdbd; it gets the end a moment later and keeps it); "" when neither knows the job."""
+    return scontrol_state(job) or sacct_state(job)
+
+
+def scontrol_state(job: str) -> str:
+    try:
+        out = _run(["scontrol", "show", "job", job, "--oneliner"], "scontrol show job")
+    except LaunchError:
+        return ""  # no longer in slurmctld's memory ("Invalid job id specified")
+    found = {k: m.group(1) for k in ("JobState", "ExitCode") if (m := re.search(rf"(?:^| ){k}=(\S+)", out))}
+    return _describe(found.get("JobState", ""), found.get("ExitCode", ""))
+
+
+def sacct_state(job: str) -> str:
+    try:  # -X: the job's own line, not its steps'
+        out = _run(["sacct", "-j", job, "-X", "-n", "-P", "--format=State,ExitCode"], "sacct")
+    except LaunchError:
+        return ""  # no accounting ("Slurm accounting storage is disabled")
+    lines = out.strip().splitlines()
+    state, _, code = lines[-1].partition("|") if lines else ("", "", "")
+    return "" if state in ("PENDING", "RUNNING") else _describe(state, code)
+
+
+def _describe(state: str, code: str) -> str:
+    return f"{state}, exit code {code}" if state and code not in ("", "0:0") else state
 
 
 def _tail(path: Path, n: int = 30) -> str:

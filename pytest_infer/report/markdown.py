@@ -102,6 +102,9 @@ def _details(row: Row, ref: str) -> str:
             f"{k}: {v:.2f}{EXTENDED if k in ext else ''}" for k, v in p.ratios.items()))
     if p.efficiencies and len(p.efficiencies) > 1:
         facts.append("stacking efficiency per level: " + ", ".join(f"{k}: {v:.2f}" for k, v in p.efficiencies.items()))
+    if p.split is not None and p.split_efficiency is not None:
+        facts.append(f"efficiency against its best-predicting sub-stacks ({p.split}): {p.split_efficiency:.2f} "
+                     f"[{p.split_efficiency_low or 0:.2f}, {p.split_efficiency_high or 0:.2f}]")
     if p.mtp_acceptance_rate is not None:
         facts.append(f"MTP acceptance {p.mtp_acceptance_rate:.2f}")
     lines = [ln for ln in row.detail.splitlines() if ln.strip()]
@@ -110,8 +113,8 @@ def _details(row: Row, ref: str) -> str:
         detail = detail[:1497] + "..."
     if not facts and not detail:
         return ""
-    text = f"- `{row.stack}`: {verdict_of(row)}" + "".join(f"; {f}" for f in facts) + "\n"
-    return text + (f"  {detail}\n" if detail else "")
+    return (f"- `{row.stack}`: {verdict_of(row)}" + "".join(f"; {f}" for f in facts)
+            + (f". {detail}" if detail else "") + "\n")
 
 
 EXTENDED = "†"  # a ratio whose level one side reached only through a saturated sweep's flat extension

@@ -80,6 +80,11 @@ class StackRow(BaseModel):
     efficiency_high: float | None = None
     efficiency_interactivity: float | None = None
     efficiencies: dict[str, float] | None = None  # interactivity (2 decimals) -> efficiency
+    # stacks of 3+: against the best prediction of its measured sub-stacks (the split named), lowest level
+    split: str | None = None  # e.g. "disagg+mtp x fp4"
+    split_efficiency: float | None = None
+    split_efficiency_low: float | None = None
+    split_efficiency_high: float | None = None
     # accuracy (conformance)
     task: str | None = None
     n: int | None = None

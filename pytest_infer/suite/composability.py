@@ -7,7 +7,7 @@ from typing import Any
 
 from pytest_infer.analysis.checks import Verdict, acceptance_collapse, composability
 from pytest_infer.analysis.curve import Sweeps
-from pytest_infer.analysis.efficiency import Efficiency, stacking_efficiency
+from pytest_infer.analysis.efficiency import Efficiency, against_best_prediction, stacking_efficiency
 from pytest_infer.measure.runner import MeasurementFailed, failure_of
 from pytest_infer.report import markdown
 from pytest_infer.report.cost import cost_table
@@ -48,12 +48,15 @@ def sweeps(m: Measurement, name: str) -> Sweeps | None:
 class Composability(Suite):
     name = "composability"
     properties_of_row = (*Suite.properties_of_row, "efficiency", "efficiency_low", "efficiency_high",
-                         "efficiency_interactivity")
+                         "efficiency_interactivity", "split", "split_efficiency", "split_efficiency_low",
+                         "split_efficiency_high")
     _efficiency: dict[str, list[Efficiency]]
+    _split: dict[str, tuple[str, list[Efficiency]]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._efficiency = {}  # stack id -> its efficiency, from verdict() to check()
+        self._split = {}  # stack id -> (the best-predicting split of sub-stacks, its efficiency)
 
     def check(self, stack: Stack) -> Result:
         verdict, m, part_problems = self.verdict(stack)
@@ -61,6 +64,10 @@ class Composability(Suite):
             verdict.message += "\nwarnings: " + "; ".join(m.warnings)
         row = with_verdict(measured_row(stack, m), verdict)
         with_efficiency(row, self._efficiency.pop(stack.id, []))
+        if (split := self._split.pop(stack.id, None)) is not None:
+            worst = min(split[1], key=lambda e: e.interval.ratio).interval
+            row.split, row.split_efficiency = split[0], round(worst.ratio, 4)
+            row.split_efficiency_low, row.split_efficiency_high = round(worst.low, 4), round(worst.high, 4)
         if part_problems:  # every one on the row; the message names the first few
             row.failed_levels = [*(row.failed_levels or []),
                                  *(bad.describe(who, limit=None) for who, bad in part_problems)]
@@ -103,6 +110,11 @@ class Composability(Suite):
         if len(stack.opts) >= 2 and "base" in by_label and all(singles):
             self._efficiency[stack.id] = stacking_efficiency(mine, by_label["base"], [s for s in singles if s],
                                                              stats.confidence, stats.bootstrap_from)
+        if len(stack.opts) >= 3 and "base" in by_label:
+            split = against_best_prediction(mine, by_label["base"], stack.opts, by_label, stats.confidence,
+                                            stats.bootstrap_from)
+            if split is not None:
+                self._split[stack.id] = split
         collapse = self._mtp_collapse(stack, m, measured.get("mtp"))
         if collapse:
             verdict.verdict = "fail"
