@@ -9,6 +9,8 @@ from typing import Any
 
 from pytest_infer.matrix import default_root
 
+OFFLOAD = Path(__file__).resolve().parent / "data" / "inferencex" / "b200-dsr1-fp4-vllm-kv-offload"
+
 
 def json_of(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
@@ -28,3 +30,15 @@ def kv_matrices(dst: Path) -> Path:
     sglang.write_text(sglang.read_text().replace(
         "\ngpus:\n", "\n  kvoffload: {args: [--enable-hierarchical-cache]}\n\ngpus:\n"))
     return dst
+
+
+def two_engines(res: Path) -> Path:
+    """The tp8 kv-offload files, and the same files relabelled as SGLang's (framework and file name changed:
+    a second engine's data shaped like the first's, not a claim about SGLang)."""
+    for engine in ("vllm", "sglang"):
+        (res / engine).mkdir(parents=True)
+        for f in OFFLOAD.glob("*_tp8_*.json"):
+            d = json_of(f)
+            d["framework"] = engine
+            (res / engine / f.name.replace("_vllm_", f"_{engine}_")).write_text(json.dumps(d))
+    return res

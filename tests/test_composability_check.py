@@ -306,7 +306,7 @@ def _fake_matrices(root: Path, opts: tuple[str, ...] = ("fast", "slow"), levels:
 def _matrix_rows(md: str) -> dict[str, str]:
     """stack -> its line in the compact verdict table and its explanation in the details below (the levels
     table further down has a line per level)."""
-    table = md.split("## Levels")[0]
+    table = md.split("## Levels")[0].split("\n## Cost")[0]
     rows = {ln.split("|")[1].strip(" `"): ln for ln in table.splitlines() if ln.startswith("| `")}
     details = table.split("### Details", 1)[1] if "### Details" in table else ""
     for item in details.split("\n- `")[1:]:

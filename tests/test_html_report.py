@@ -9,7 +9,6 @@ there instead of skipping."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from replaydata import json_of, kv_matrices
+from replaydata import kv_matrices, two_engines
 
 from pytest_infer.report.html import page_files, write_html
 
@@ -119,13 +118,7 @@ def _chromium() -> str:
 
 
 def _replayed_report(pytester: pytest.Pytester) -> Path:
-    res = pytester.path / "res"
-    for engine in ("vllm", "sglang"):
-        (res / engine).mkdir(parents=True)
-        for f in OFFLOAD.glob("*_tp8_*.json"):
-            d = json_of(f)
-            d["framework"] = engine
-            (res / engine / f.name.replace("_vllm_", f"_{engine}_")).write_text(json.dumps(d))
+    res = two_engines(pytester.path / "res")
     result = pytester.runpytest_subprocess(
         "--gpu", "b200", "--suite", "composability", "--results", str(res), "--report-dir", str(pytester.path / "r"),
         "--infer-matrices", str(kv_matrices(pytester.path / "m")), "-p", "no:cacheprovider")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from replaydata import json_of, kv_matrices
+from replaydata import json_of, kv_matrices, two_engines
 from scipy.interpolate import PchipInterpolator
 
 from pytest_infer.matrix import Matrix, Workload, default_root
@@ -350,17 +350,11 @@ def test_two_engines_side_by_side_in_the_matrix_and_in_one_plot(pytester: pytest
     """The tp8 kv-offload files, and the same files relabelled as SGLang's here (framework and file name
     changed: a second engine's data shaped like the first's, not a claim about SGLang): one stack's rows are
     adjacent in the matrix, and one plot draws both engines' curves per stack."""
-    res = pytester.path / "res"
-    for engine in ("vllm", "sglang"):
-        (res / engine).mkdir(parents=True)
-        for f in OFFLOAD.glob("*_tp8_*.json"):
-            d = json_of(f)
-            d["framework"] = engine
-            (res / engine / f.name.replace("_vllm_", f"_{engine}_")).write_text(json.dumps(d))
+    res = two_engines(pytester.path / "res")
     result = _run(pytester, "b200", res, "--infer-matrices", str(kv_matrices(pytester.path / "m")))
     assert result.ret == 1, result.stdout.str()  # the offload runs lost requests: failures, as for vLLM alone
     md = (pytester.path / "r" / "b200" / "composability.md").read_text()
-    table = md.split("## Levels")[0]
+    table = md.split("### Details")[0]
     ids = [ln.split("|")[1].strip(" `") for ln in table.splitlines() if ln.startswith("| `")]
     assert ids == ["b200-sglang-fp4@dsr1-agentic-tp8-ep8", "b200-vllm-fp4@dsr1-agentic-tp8-ep8",
                    "b200-sglang-fp4+kvoffload@dsr1-agentic-tp8-ep8", "b200-vllm-fp4+kvoffload@dsr1-agentic-tp8-ep8"]
