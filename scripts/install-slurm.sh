@@ -7,6 +7,8 @@
 # NodeAddr, and pytest (outside every node) reaches both the same way; 127.0.0.1 inside a step is that node's
 # own loopback, as on a real node. Steps run in their node's namespace, so two nodes can use the same port.
 # No systemd here: the daemons are started directly; no cgroups: processes are tracked by their parents.
+# Accounting (sacct) is real too: slurmdbd over a MariaDB server of its own (its data under the spool,
+# on 127.0.0.1:3307 only, so a MariaDB the machine runs anyway keeps 3306 and its data).
 #
 #   scripts/install-slurm.sh            install (if needed), configure, start; waits until the nodes are idle.
 #                                       A cluster already up with the same configuration is left as it is.
@@ -25,14 +27,21 @@ CONF_DIR=/etc/slurm
 STATE=/var/spool/slurm-infer
 LOGS=/var/log/slurm-infer
 MARK="# slurm-infer test cluster"
+DB_PORT=3307                # the accounting database's MariaDB, on 127.0.0.1 only
+DB_DIR=$STATE/db
+DB_RUN=/run/slurm-infer-db  # its socket and pid file
 [[ "$NODES" =~ ^[1-9]$ ]] || { echo "install-slurm.sh: SLURM_TEST_NODES must be 1..9" >&2; exit 2; }
 
 # --- packages -------------------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
-   || ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
+   || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null || ! command -v ip >/dev/null \
+   || ! command -v nsenter >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends slurm-wlm munge iproute2 util-linux >/dev/null
+  # Their postinst scripts' service starts are refused here (policy-rc.d); a slurmdbd one started elsewhere
+  # is ended below by its pid file like ours, and a Debian MariaDB keeps to its own port and data.
+  apt-get install -y -qq --no-install-recommends slurm-wlm slurmdbd mariadb-server munge iproute2 util-linux \
+    >/dev/null
 fi
 
 # --- network: a bridge on the machine, a namespace with one veth per node ---------------------------------
@@ -92,8 +101,12 @@ SlurmdLogFile=$LOGS/slurmd-%n.log
 # No cgroups in this container: processes are tracked by their parent, tasks are not bound.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+# Accounting through slurmdbd, at the bridge's address so that sacct works on the nodes too; each job's
+# comment (our owner tag) is stored with it; each step's CPU and memory read from /proc.
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=$NET.1
+AccountingStoreFlags=job_comment
+JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -114,14 +127,38 @@ EOF
 } >"$conf"
 changed=0
 cmp -s "$conf" "$CONF_DIR/slurm.conf" || { cp "$conf" "$CONF_DIR/slurm.conf"; changed=1; }
+# slurmdbd's (mode 600, root's: it holds the password). The password is made once and kept: the
+# database user has it.
+db_pass=$(sed -n 's/^StoragePass=//p' "$CONF_DIR/slurmdbd.conf" 2>/dev/null || true)
+[[ -n "$db_pass" ]] || db_pass=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+cat >"$conf" <<EOF
+# Written by scripts/install-slurm.sh: the test cluster's accounting, into the MariaDB server it starts.
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+PidFile=/run/slurmdbd.pid
+LogFile=$LOGS/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$db_pass
+StorageLoc=slurm_acct_db
+EOF
+if ! cmp -s "$conf" "$CONF_DIR/slurmdbd.conf"; then
+  install -m 0600 -o root -g root "$conf" "$CONF_DIR/slurmdbd.conf"
+  changed=1
+fi
 echo "ConstrainCores=no" >"$CONF_DIR/cgroup.conf"
 for i in $(seq 0 7); do [[ -e /dev/infer-gpu$i ]] || mknod "/dev/infer-gpu$i" c 1 3; done  # /dev/null twins
 printf 'AutoDetect=off\nName=gpu File=/dev/infer-gpu[0-7]\n' >"$CONF_DIR/gres.conf"
 
 # --- daemons --------------------------------------------------------------------------------------------
-running() {  # slurmctld and every node's slurmd alive, each node's slurmd inside its namespace
+alive() { local p; p=$(cat "$1" 2>/dev/null) && [[ "$(cat /proc/"$p"/comm 2>/dev/null)" == "$2" ]]; }
+running() {  # the database, slurmdbd, slurmctld and every node's slurmd, each slurmd inside its namespace
   local p
-  p=$(cat /run/slurmctld.pid 2>/dev/null) && [[ "$(cat /proc/"$p"/comm 2>/dev/null)" == slurmctld ]] || return 1
+  alive "$DB_RUN/mariadbd.pid" mariadbd && alive /run/slurmdbd.pid slurmdbd && alive /run/slurmctld.pid slurmctld \
+    || return 1
   for i in $(seq "$NODES"); do
     p=$(cat "/run/slurmd-n$i.pid" 2>/dev/null) && [[ "$(cat /proc/"$p"/comm 2>/dev/null)" == slurmd ]] || return 1
     [[ "$(ip netns identify "$p" 2>/dev/null)" == "slurm-n$i" ]] || return 1
@@ -138,6 +175,39 @@ fi
 t0=$(date +%s.%N)
 "$HERE/stop-slurm.sh" >/dev/null
 runuser -u munge -- /usr/sbin/munged --force  # stop-slurm.sh ended it too
+
+# The accounting database: a MariaDB server of our own (no Debian defaults), its database and user.
+install -d -o mysql -g mysql -m 0750 "$DB_DIR"
+install -d -o mysql -g mysql -m 0755 "$DB_RUN"
+touch "$LOGS/mariadb.log" && chown mysql:mysql "$LOGS/mariadb.log"  # it writes as mysql
+if [[ ! -d "$DB_DIR/mysql" ]]; then
+  mariadb-install-db --no-defaults --user=mysql --datadir="$DB_DIR" --skip-test-db \
+    --auth-root-authentication-method=socket >"$LOGS/mariadb-install.log" 2>&1 \
+    || { tail -n 20 "$LOGS/mariadb-install.log" >&2; exit 1; }
+fi
+db() { mariadb --no-defaults --socket="$DB_RUN/mariadb.sock" -uroot "$@"; }  # root by its socket: we are root
+# InnoDB settings as slurmdbd asks (it logs an error otherwise); the buffer pool is reserved, not filled.
+setsid mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" --socket="$DB_RUN/mariadb.sock" \
+  --pid-file="$DB_RUN/mariadbd.pid" --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
+  --innodb-buffer-pool-size=4G --innodb-log-file-size=64M --innodb-lock-wait-timeout=900 \
+  --log-error="$LOGS/mariadb.log" </dev/null >/dev/null 2>&1 &
+for _ in $(seq 300); do db -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+db -e 'SELECT 1' >/dev/null \
+  || { echo "install-slurm.sh: MariaDB did not start:" >&2; tail -n 20 "$LOGS/mariadb.log" >&2; exit 1; }
+db <<EOF
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$db_pass';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+EOF
+slurmdbd
+for _ in $(seq 300); do sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1 && break; sleep 0.1; done
+# Registered before slurmctld starts, so that it sends every job from the first on.
+if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx infer-test; then
+  sacctmgr -i add cluster infer-test >/dev/null \
+    || { echo "install-slurm.sh: slurmdbd does not answer:" >&2; tail -n 20 "$LOGS/slurmdbd.log" >&2; exit 1; }
+fi
+
 for i in $(seq "$NODES"); do mkdir -p "$STATE/n$i"; done
 slurmctld -c  # a cold start: no node state (drained by an earlier configuration) or job carried over
 # A slurmd that finds no slurmctld retries its registration only after about 10 s: start them once it answers.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stops the test cluster that scripts/install-slurm.sh started: every job is cancelled, then the slurmd of
-# each node, slurmctld and munged are ended by the ids in their pid files, then whatever is still running
-# inside a node's network namespace (a step that outlived its slurmstepd). Safe to run when nothing runs.
+# each node and slurmctld, then slurmdbd and its MariaDB server (once slurmctld has sent it the jobs' last
+# states), then munged are ended by the ids in their pid files, then whatever is still running inside a
+# node's network namespace (a step that outlived its slurmstepd). Safe to run when nothing runs.
+# The accounting database's data stays (under /var/spool/slurm-infer/db), with --purge too.
 #
 #   scripts/stop-slurm.sh           stop jobs and daemons; the node namespaces, bridge and /etc/hosts lines stay
 #   scripts/stop-slurm.sh --purge   also remove the namespaces, the bridge and the /etc/hosts lines
@@ -44,6 +46,10 @@ fi
 
 mapfile -t slurmds < <(for f in /run/slurmd-*.pid; do pid_of "$f" slurmd; done)
 end "${slurmds[@]}" "${ctld[@]}"  # together: each takes a few seconds to shut down
+mapfile -t dbd < <(pid_of /run/slurmdbd.pid slurmdbd)
+end "${dbd[@]}"
+mapfile -t mariadb < <(pid_of /run/slurm-infer-db/mariadbd.pid mariadbd)
+end "${mariadb[@]}"
 mapfile -t munge < <(pid_of /run/munge/munged.pid munged)
 end "${munge[@]}"
 
