@@ -149,28 +149,30 @@ def changepoint_changes(key: str, s: Series, significance: float) -> list[Change
 
 
 def _plot(key: str, s: Series, path: Path) -> Path:
+    """Throughput at the series' levels run after run; below it the ratio and efficiency, when it has any."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xs, runs = levels_of(s), list(range(len(s)))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    ratios = [(name, ys) for name, ys in (("ratio to best part", [p.ratio for _, p in s]),
+                                          ("stacking efficiency", [p.efficiency for _, p in s]))
+              if any(y is not None for y in ys)]
+    fig, axes = plt.subplots(2 if ratios else 1, 1, figsize=(7, 5 if ratios else 3.2), sharex=True, squeeze=False)
+    top = axes[0][0]
     for x in xs:
         top.plot(runs, [throughput_at(p, x) or float("nan") for _, p in s], marker="o", label=f"at {x:.1f} tok/s/user")
     top.set_ylabel("tok/s/GPU")
     top.set_title(key)
     if xs:
         top.legend(fontsize=7)
-    drawn = False
-    for name, ys in (("ratio to best part", [p.ratio for _, p in s]),
-                     ("stacking efficiency", [p.efficiency for _, p in s])):
-        if any(y is not None for y in ys):
+    bottom = axes[-1][0]
+    if ratios:
+        for name, ys in ratios:
             bottom.plot(runs, [y if y is not None else float("nan") for y in ys], marker="o", label=name)
-            drawn = True
-    bottom.axhline(1.0, color="grey", linewidth=0.8)
-    bottom.set_ylabel("ratio")
-    if drawn:
+        bottom.axhline(1.0, color="grey", linewidth=0.8)
+        bottom.set_ylabel("ratio")
         bottom.legend(fontsize=7)
     bottom.set_xticks(runs, [e.when[:16].replace("T", "\n") for e, _ in s], fontsize=7)
     fig.tight_layout()
