@@ -7,6 +7,7 @@ Uses matplotlib's Figure directly: no pyplot state, no display backend.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,10 @@ def write_plots(rows: list[Row], stacks: Sequence[Stack], engines: Sequence[str]
                         ax.plot([lo, top.interactivity], [top.throughput] * 2, ls="--", lw=1.0,
                                 color=colour if part == stack else "gray", label=f"{sw.name} flat (saturated)")
             variant = f" [{stack.variant}]" if stack.variant else ""
-            _dress(ax, f"{stack.label}{variant}: {row.outcome}")
-        fig.suptitle(f"{gpu} {engine}: each stack (bold) against its parts; dots are single repeats")
+            eff = f", efficiency {row.data.efficiency:.2f}" if row.data.efficiency is not None else ""
+            _dress(ax, f"{stack.label}{variant}: {row.outcome}{eff}")
+        title = f"{gpu} {engine}: each stack (bold) against its parts; dots are single repeats"
+        fig.suptitle(textwrap.fill(title, 45 * cols), fontsize=10)  # one panel is too narrow for one line
         path = path_of(engine)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90)
