@@ -28,6 +28,7 @@ from pytest_infer.matrix import Matrix
 from pytest_infer.measure.evidence import read_back
 from pytest_infer.measure.load import BenchClient, LoadError, Target, run_level, shortest_output
 from pytest_infer.measure.metrics import Scraper
+from pytest_infer.measure.power import PowerSampler
 from pytest_infer.measure.smoke import SmokeResult, one_completion
 from pytest_infer.paths import RunPaths
 from pytest_infer.space import Stack
@@ -194,14 +195,23 @@ class Runner:
                              image=self.matrix.engines[stack.engine].image_for(stack.gpu, kind.vendor),
                              gpus_per_node=0 if kind.vendor == "cpu" else kind.gpus_per_node, log=self.log)
 
+    def _power(self, stack: Stack, dep: Deployment) -> PowerSampler:
+        """The power sampler of a level: the devices the deployment's roles were given (its lease)."""
+        vendor = self.matrix.gpus[stack.gpu].vendor
+        var = ROLE_VARIABLE.get(vendor)
+        ids = [d for r in dep.roles for d in (r.env.get(var, "").split(",") if var else []) if d.strip()]
+        away = "the devices are on Slurm nodes; power is read on this host only" if self.slurm is not None else ""
+        return PowerSampler(vendor, tuple(dict.fromkeys(d.strip() for d in ids)), unavailable=away)
+
     def _level(self, stack: Stack, dep: Deployment, launcher: Launcher, target: Target,
-               scraped: dict[str, str], conc: int, rep: int) -> Level:
-        """One level of one sweep, with the engine metrics around it; MeasurementFailed on any failure."""
+               scraped: dict[str, str], conc: int, rep: int) -> tuple[Level, str]:
+        """One level of one sweep, with the engine metrics and device power around it, and how the power was
+        read (or why not); MeasurementFailed on any failure."""
         assert self._bench is not None
         workload = self.matrix.workload(stack.gpu)
         out = self.paths.bench_result(stack.id, conc, rep)
         try:
-            with Scraper(scraped) as scraper:
+            with Scraper(scraped) as scraper, self._power(stack, dep) as power:
                 data = run_level(self._bench, target, workload, conc, out)
             level = Level.from_bench(data, dep.gpus, dep.decode_gpus, str(out))
             level.expect_at_least(data, shortest_output(workload))
@@ -214,14 +224,17 @@ class Runner:
             launcher.check_alive()  # a dead role is the root cause
             raise MeasurementFailed("; ".join(level.problems()) + f"\n{_server_tails(launcher, dep)}")
         level.repeat, level.metrics = rep, scraper.result
+        watts = power.reading(last_s=level.duration_s)  # the benchmark's measured phase ends the window
+        level.power_w, level.energy_j = watts.power_w, watts.energy_j
         # Named relative to the store: a store copied to another machine with its runs/ still finds them.
         level.source = os.path.relpath(out, self.store.root)
         accept = " ".join(f"{role} acceptance {v['spec_acceptance_rate']:.2f}" for role, v in scraper.result.items()
                           if "spec_acceptance_rate" in v)
         self.log(f"[infer] {stack.id}: c={conc} r={rep} {level.per_gpu_throughput:.0f} tok/s/device at "
-                 f"{level.interactivity:.1f} tok/s/user{' ' + accept if accept else ''}")
+                 f"{level.interactivity:.1f} tok/s/user{' ' + accept if accept else ''}"
+                 f"{f', {level.power_w:.0f} W' if level.power_w is not None else ''}")
         launcher.check_alive()
-        return level
+        return level, watts.note
 
     def launchable(self, stack: Stack, run_dir: Path, devices: tuple[str, ...] = ()) -> Deployment:
         """The deployment with free local ports on the leased `devices`; MeasurementFailed if this machine
@@ -354,13 +367,17 @@ class Runner:
                         if member.stack.id in done or member.m.level(conc, rep):
                             continue
                         try:
-                            level = self._level(member.stack, member.dep, member.launcher, member.target,
-                                                member.scraped, conc, rep)
+                            level, power_note = self._level(member.stack, member.dep, member.launcher,
+                                                            member.target, member.scraped, conc, rep)
                         except (LaunchError, MeasurementFailed) as exc:
                             member.launcher.stop()  # its failure is the record; the others go on
                             done[member.stack.id] = self._fail(member, exc)
                             continue
                         level.block = f"{round_id}-r{rep}" if len(up) > 1 else ""
+                        if power_note and power_note not in member.m.power_note:
+                            if level.power_w is None:  # said once per measurement; no verdict hangs on it
+                                self.log(f"[infer] {member.stack.id}: no device power: {power_note}")
+                            member.m.power_note = "; ".join(filter(None, [member.m.power_note, power_note]))[:500]
                         member.m.levels.append(level)
                         self.store.save(member.m)
             for member in up:

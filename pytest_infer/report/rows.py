@@ -23,6 +23,8 @@ class LevelRow(BaseModel):
     median_ttft_ms: float
     per_gpu_output_throughput: float | None = None  # what a price per million output tokens divides
     metrics: dict[str, dict[str, float]] | None = None  # per role, scraped around the level
+    power_w: float | None = None  # mean device power over the level, all its devices (measure/power.py)
+    energy_j: float | None = None  # power_w x the level's duration
     num_prompts: int | None = None
     completed: int | None = None
     failed: int | None = None
@@ -57,6 +59,7 @@ class StackRow(BaseModel):
     mtp_acceptance_rate: float | None = None
     warnings: list[str] | None = None  # what the data cannot show (e.g. a format without request counts)
     applied: str | None = None  # what the deployment showed of the stack's claims (measure/evidence.py), one line
+    power_note: str | None = None  # how device power was read, or why the levels carry none (measure/power.py)
     # Levels of the stack, and of the parts it was compared with, that do not count (failed requests...)
     failed_levels: list[str] | None = None
     saturation: str | None = None  # the flat extension of a saturated sweep served some level: why

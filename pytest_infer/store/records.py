@@ -45,6 +45,11 @@ class Level(BaseModel):
     # Engine metrics scraped around the level, per role: what explains the numbers (spec-decode
     # acceptance, KV-cache usage, preemptions, KV transfers).
     metrics: dict[str, dict[str, float]] = {}
+    # Device power over the level's measured phase (its last duration_s seconds), summed over the
+    # deployment's devices (measure/power.py): mean watts and joules (= power_w x duration_s). None where
+    # the devices report none (the measurement's power_note says why).
+    power_w: float | None = None
+    energy_j: float | None = None
     # What the level's requests produced and were asked for: a level counts only when every request
     # completed with its expected output (ignore_eos) and tokens came back (see `problems`).
     output_tokens: int | None = None  # generated over the level; None: the file does not say
@@ -193,6 +198,9 @@ class Measurement(Record):
     # What the deployment reported about itself against what the stack claims (measure/evidence.py);
     # None: not read back (stored before, replayed, or an engine that declares no evidence).
     evidence: Evidence | None = None
+    # How the levels' power was read (tool and devices, measure/power.py), or why they carry none; "": not
+    # sampled (stored before, replayed).
+    power_note: str = ""
 
     def level(self, concurrency: int, repeat: int = 0) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == concurrency and lv.repeat == repeat), None)

@@ -146,7 +146,9 @@ def measured_row(stack: Stack, m: Measurement | None, message: str = "") -> Stac
                            per_gpu_output_throughput=round(lv.per_gpu_output_throughput, 2),
                            median_ttft_ms=round(lv.median_ttft_ms, 1), metrics=lv.metrics or None,
                            num_prompts=lv.num_prompts, completed=lv.completed, failed=lv.failed,
-                           problems=lv.problems() or None)
+                           problems=lv.problems() or None,
+                           power_w=None if lv.power_w is None else round(lv.power_w, 1),
+                           energy_j=None if lv.energy_j is None else round(lv.energy_j, 1))
                   for lv in m.levels]
     problems = DataProblems.of(m)
     row.failed_levels = [*problems.fatal, *problems.tolerated] or None
@@ -154,6 +156,7 @@ def measured_row(stack: Stack, m: Measurement | None, message: str = "") -> Stac
         row.mtp_acceptance_rate = round(rate, 4)
     row.warnings = list(m.warnings) or None
     row.applied = m.evidence.summary() if m.evidence is not None else None
+    row.power_note = m.power_note or None
     return row
 
 
