@@ -359,7 +359,7 @@ def test_cost_table_without_energy_keeps_the_reason() -> None:
     rows = [_row("vllm-base@cpu", 1, [(1, 10.0, 10.0, None), (4, 5.0, 30.0, None)],
                  note="no /sys/class/powercap here (no RAPL energy counters readable)")]
     text = cost_table(rows, PricesFile(prices={"cpu": {"committed": 0.01}}), "cpu", "cpu")
-    assert "Energy per token: not measured (no /sys/class/powercap here (no RAPL energy counters readable))." in text
+    assert "Energy per token: not measured: no /sys/class/powercap here (no RAPL energy counters readable)." in text
     assert "J/token" not in text
     old = cost_table([_row("vllm-base@h100", 1, [(1, 10.0, 10.0, None)])], PRICES, "h100", "nvidia")
     assert "not measured (no power reading stored with these levels; nvidia-smi would give it)" in old

@@ -54,7 +54,7 @@ def _power_note(rows: Sequence[Row], vendor: str) -> str:
     """Why the levels carry no power: the sampler's reasons, or (stored before it existed) where it would read."""
     notes = list(dict.fromkeys(r.data.power_note for r in rows if r.data.power_note))
     if notes:
-        return f"Energy per token: not measured ({'; '.join(notes[:2])})."
+        return f"Energy per token: not measured: {'; '.join(notes[:2])}."
     if vendor == "cpu":
         where = "/sys/class/powercap" if os.path.isdir("/sys/class/powercap") else "no /sys/class/powercap here"
         return f"Energy per token: not measured (no power reading stored with these levels; RAPL: {where})."
