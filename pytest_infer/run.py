@@ -138,8 +138,10 @@ class Run:
     def optimizations(self) -> list[str]:
         return list(self.matrix.optimizations)
 
-    def stats(self, regression: bool = False) -> Stats:
-        """The interval and margin of a throughput comparison: against the parts, or a baseline."""
-        t, w = self.matrix.thresholds, self.workload
-        return Stats(self.matrix.margins(self.gpu)[1 if regression else 0], t.confidence, t.bootstrap_from,
+    def stats(self, regression: bool = False, gpu: str | None = None) -> Stats:
+        """The interval and margin of a throughput comparison: against the parts, or a baseline; of this
+        run's GPU kind, or of `gpu` (another kind's results in the history)."""
+        gpu = gpu or self.gpu
+        t, w = self.matrix.thresholds, self.matrix.workload(gpu)
+        return Stats(self.matrix.margins(gpu)[1 if regression else 0], t.confidence, t.bootstrap_from,
                      w.session_noise)

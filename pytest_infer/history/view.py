@@ -31,11 +31,7 @@ class VendorView:
 
     def stats_for(self, gpu: str) -> Stats:
         """A neighbour is judged as a baseline is: the GPU kind's regression margin and session noise."""
-        m = self.run.matrix
-        if gpu not in m.gpus:
-            return self.run.stats(regression=True)
-        t, w = m.thresholds, m.workload(gpu)
-        return Stats(m.margins(gpu)[1], t.confidence, t.bootstrap_from, w.session_noise)
+        return self.run.stats(regression=True, gpu=gpu if gpu in self.run.matrix.gpus else None)
 
     def write(self, rows: Sequence[Row]) -> list[str]:
         """Lines for the terminal summary: what was added, what was written, the changes called out."""
